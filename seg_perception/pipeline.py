@@ -1,0 +1,119 @@
+"""Source image in, ``Detections`` out: pre-processing, backend, post-processing.
+
+The node and every offline tool run frames through this one object, so a bag
+replay computes exactly what the robot computes. No ROS, no torch here.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from seg_perception.core.metadata import ModelMetadata
+from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
+from seg_perception.core.preprocess import resize_for_network
+from seg_perception.core.types import Detections
+from seg_perception.runtime.base import Backend
+
+# The package's default model; see README ("The shipped model").
+DEFAULT_MODEL_NAME = "seg_perception_default.onnx"
+
+
+@dataclass
+class StageTimes:
+    """Seconds spent in each stage for the last frame."""
+
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.inference + self.postprocess
+
+
+def postprocess_params_from(values: Mapping[str, Any]) -> PostprocessParams:
+    """Pick the post-processing tunables out of a node/tool parameter dict."""
+    return PostprocessParams(
+        score_threshold=float(values["score_threshold"]),
+        nms_iou_threshold=float(values["nms_iou_threshold"]),
+        top_k=int(values["top_k"]),
+        max_detections=int(values["max_detections"]),
+        mask_threshold=float(values["mask_threshold"]),
+        class_agnostic=bool(values["class_agnostic_nms"]),
+    )
+
+
+@dataclass
+class SegmentationPipeline:
+    backend: Backend
+    params: PostprocessParams = field(default_factory=PostprocessParams)
+    last_times: StageTimes = field(default_factory=StageTimes)
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self.backend.metadata
+
+    def __call__(self, rgb: np.ndarray) -> Detections:
+        """Instances in ``rgb`` ((H, W, 3) uint8), in its own pixel frame."""
+        md = self.metadata
+        t0 = time.perf_counter()
+        batch = resize_for_network(rgb, md.input_width, md.input_height)
+        t1 = time.perf_counter()
+        raw = self.backend.infer(batch)
+        t2 = time.perf_counter()
+        kpts = raw.get("keypoints")
+        detections = postprocess_yolact(
+            raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
+            image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
+            keypoints=None if kpts is None else kpts[0],
+        )
+        t3 = time.perf_counter()
+        self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
+        return detections
+
+    def close(self) -> None:
+        self.backend.close()
+
+
+def default_model_path() -> Path:
+    """Where the shipped model lies: the installed share directory, else the source tree."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory("seg_perception")) / "models" / DEFAULT_MODEL_NAME)
+    except Exception:  # not a ROS install, or the package is not installed there
+        pass
+    candidates.append(Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME)
+    for path in candidates:
+        if path.exists():
+            return path
+    return candidates[-1]
+
+
+def backend_options(backend: str, device: str, precision: str, threads: int) -> dict[str, Any]:
+    """The node's uniform backend parameters, in each backend's own terms."""
+    if backend == "onnxruntime":
+        opts: dict[str, Any] = {"threads": threads, "fp16": precision == "fp16"}
+        if device.startswith("cuda"):
+            opts["providers"] = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        return opts
+    if backend == "torch":
+        return {"device": device, "half": precision == "fp16", "threads": threads}
+    return {}
+
+
+def load_pipeline(values: Mapping[str, Any]) -> SegmentationPipeline:
+    """Build the backend named by the parameters (``backend``, ``model_path``, ...)."""
+    from seg_perception.runtime.factory import create_backend, resolve_backend
+
+    model_path = Path(str(values["model_path"])) if values["model_path"] else default_model_path()
+    chosen, _ = resolve_backend(str(values["backend"]), model_path)
+    opts = backend_options(chosen, str(values["device"]), str(values["precision"]), int(values["threads"]))
+    backend = create_backend(chosen, model_path, **opts)
+    return SegmentationPipeline(backend, postprocess_params_from(values))

@@ -1,0 +1,174 @@
+"""Replay recorded frames into a running node over real topics and collect its outputs.
+
+Used by ``seg-perception demo`` and the tests: the node runs in its own process
+exactly as ``ros2 launch`` would start it; this process plays the camera and
+listens like a downstream consumer.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
+from seg_perception.ros.launch_args import NodeLaunchSpec
+
+
+class NodeProcess:
+    """``seg_perception_node`` in a child process, its log in a file."""
+
+    def __init__(self, spec: NodeLaunchSpec, log_path: str | Path, env: dict[str, str] | None = None) -> None:
+        self.spec = spec
+        self.log_path = Path(log_path)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        cmd = [sys.executable, "-m", "seg_perception.ros.node", *spec.ros_args()]
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, chars: int = 4000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> float:
+        """Signal the node and wait; return the seconds it took to exit."""
+        t0 = time.monotonic()
+        if self.alive():
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return time.monotonic() - t0
+
+
+@dataclass
+class Received:
+    """Everything a consumer got from the node, in arrival order."""
+
+    instances: list[InstanceArray] = field(default_factory=list)
+    keypoints: list[PoseKeypointsArray] = field(default_factory=list)
+    debug_images: list[Image] = field(default_factory=list)
+    model_info: list[ModelInfo] = field(default_factory=list)
+
+
+class CameraAndConsumer:
+    """A test/tool-side ROS node: publishes camera topics, records the node's outputs.
+
+    Runs in its own ``rclpy.Context`` with a background executor, so it can live
+    inside pytest or a CLI without touching the global context.
+    """
+
+    def __init__(self, namespace: str = "", image_topic: str = "image", camera_info_topic: str = "camera_info",
+                 compressed: bool = False,
+                 camera_reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE,
+                 subscribe_debug_image: bool = False, node_name: str = "seg_perception_player") -> None:
+        self.context = Context()
+        rclpy.init(context=self.context)
+        self.node = Node(node_name, namespace=namespace, context=self.context)
+        self.received = Received()
+        self._cond = threading.Condition()
+        camera_qos = QoSProfile(depth=5, reliability=camera_reliability)
+        topic = f"{image_topic}/compressed" if compressed else image_topic
+        self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, camera_qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, camera_info_topic, 5)
+        self.node.create_subscription(InstanceArray, "instances", self._on("instances"), 10)
+        self.node.create_subscription(PoseKeypointsArray, "keypoints", self._on("keypoints"), 10)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.node.create_subscription(ModelInfo, "model_info", self._on("model_info"), latched)
+        if subscribe_debug_image:
+            self.node.create_subscription(Image, "debug/image", self._on("debug_images"), 10)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._spin = threading.Thread(target=self.executor.spin, daemon=True)
+        self._spin.start()
+
+    def _on(self, attr: str) -> Callable[[Any], None]:
+        def callback(msg: Any) -> None:
+            with self._cond:
+                getattr(self.received, attr).append(msg)
+                self._cond.notify_all()
+        return callback
+
+    def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: predicate(self.received), timeout)
+
+    def wait_for_node(self, process: NodeProcess | None, timeout: float = 60.0) -> ModelInfo:
+        """Wait until the node is active (its transient-local model_info arrives)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.wait_for(lambda r: bool(r.model_info), 0.2):
+                # The image subscription is created right after model_info; let discovery match it.
+                self.wait_for_subscriber(timeout=10.0)
+                return self.received.model_info[-1]
+            if process is not None and not process.alive():
+                raise RuntimeError(f"the node exited with code {process.proc.returncode}:\n{process.log_tail()}")
+        tail = process.log_tail() if process is not None else ""
+        raise TimeoutError(f"the node did not become active within {timeout:.0f} s\n{tail}")
+
+    def wait_for_subscriber(self, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.image_pub.get_subscription_count() > 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def publish(self, msg: Image | CompressedImage, camera_info: CameraInfo | None = None) -> None:
+        if camera_info is not None:
+            camera_info.header = msg.header
+            self.info_pub.publish(camera_info)
+        self.image_pub.publish(msg)
+
+    def publish_and_wait(self, msg: Image | CompressedImage, timeout: float = 30.0,
+                         camera_info: CameraInfo | None = None) -> InstanceArray | None:
+        """Publish one frame and wait for the instances stamped with its header."""
+        stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+        self.publish(msg, camera_info)
+
+        def arrived(r: Received) -> bool:
+            return any((m.header.stamp.sec, m.header.stamp.nanosec) == stamp for m in r.instances)
+
+        if not self.wait_for(arrived, timeout):
+            return None
+        return next(m for m in reversed(self.received.instances)
+                    if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def replay_in_lockstep(player: CameraAndConsumer, frames: Iterable[Image | CompressedImage],
+                       timeout: float = 30.0, on_frame: Callable[[int, InstanceArray | None], None] | None = None
+                       ) -> list[InstanceArray | None]:
+    """Send each frame once the previous one's result arrived (no frame is dropped)."""
+    results = []
+    for i, frame in enumerate(frames):
+        out = player.publish_and_wait(frame, timeout)
+        results.append(out)
+        if on_frame is not None:
+            on_frame(i, out)
+    return results

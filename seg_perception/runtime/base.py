@@ -1,0 +1,34 @@
+"""The one interface the node and tools use to run a network."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import numpy as np
+
+from seg_perception.core.metadata import ModelMetadata
+
+
+class BackendError(RuntimeError):
+    """A model could not be loaded or run; the message names the file and the reason."""
+
+
+class Backend(ABC):
+    """Runs a network on a batch of pre-processed images.
+
+    ``infer`` takes ``(B, H, W, 3)`` uint8 RGB at the model's input size and returns
+    the raw outputs named in ``core.metadata.YOLACT_OUTPUTS`` as NumPy arrays.
+    """
+
+    name: str = "base"
+    precision: str = "fp32"
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self.metadata = metadata
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        ...
+
+    def close(self) -> None:
+        """Release sessions, engines and device memory."""

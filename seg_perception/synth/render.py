@@ -1,0 +1,366 @@
+"""A 2.5D ray-casting renderer with an exact z-buffer.
+
+Why ray casting rather than triangle rasterisation: every primitive has a closed-form
+ray intersection, so depth and masks are exact per pixel centre (no tessellation
+error on a can's silhouette) and the same routine answers "what does the camera see
+along this ray" for keypoint visibility and shadow tests. Cost stays low because
+each primitive only casts the rays inside its projected screen rectangle.
+
+Pipeline per frame: planes (floor, walls) over the whole image, then each primitive
+in its screen rectangle, keeping the nearest hit (depth = ray parameter, since the
+rays have dz = 1); then deferred shading of only the visible pixels: material
+lookup, Lambertian + Blinn-Phong from one directional light, hemispherical ambient,
+and ray-cast shadows of every object on everything around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+import cv2
+import numpy as np
+
+from seg_perception.synth.geometry import CameraModel
+from seg_perception.synth.objects import SceneObject
+from seg_perception.synth.primitives import intersect, local_bounds
+from seg_perception.synth.textures import Material, TextureBank
+
+
+@dataclass
+class Plane:
+    """An infinite plane ``normal . p = offset`` (world, metres); ``e1``, ``e2`` are the
+    world directions of its texture coordinates."""
+
+    normal: np.ndarray
+    offset: float
+    e1: np.ndarray
+    e2: np.ndarray
+    material: Material
+
+
+@dataclass
+class Light:
+    """One directional light (``direction`` points from the scene towards the light,
+    world frame, unit) plus ambient light; colours linear RGB."""
+
+    direction: np.ndarray
+    color: np.ndarray
+    ambient: np.ndarray
+
+
+@dataclass
+class TableTop:
+    """The rectangle of a table top, for the analytic shadow the table casts on the floor."""
+
+    centre: np.ndarray  # world (x, y)
+    yaw: float          # radians
+    half: np.ndarray    # half extents (x, y) in the table frame, metres
+    height: float       # metres above the floor
+
+
+@dataclass
+class Scene:
+    """Everything the renderer needs that does not depend on the camera."""
+
+    objects: list[SceneObject]
+    planes: list[Plane]
+    light: Light
+    bank: TextureBank
+    sky: np.ndarray = field(default_factory=lambda: np.full(3, 0.3, np.float32))
+    table: TableTop | None = None
+
+
+@dataclass
+class RenderOutput:
+    """Per-pixel results of one render, all (H, W) unless noted.
+
+    z:         float32 optical-frame depth of the nearest surface, metres; inf = nothing.
+    instance:  int32 track id of the nearest annotated object; 0 = background.
+    obj_index: int16 index into ``scene.objects`` of the nearest object; -1 = plane/none.
+    normal:    (H, W, 3) float32 unit normal of the nearest surface, optical frame.
+    color:     (H, W, 3) float32 linear radiance before camera effects (about 0..1).
+    albedo:    (H, W) float32 albedo luminance (dark surfaces lose depth readings).
+    silhouette_area: (n_objects,) int64 pixels each object covers ignoring occluders.
+    """
+
+    z: np.ndarray
+    instance: np.ndarray
+    obj_index: np.ndarray
+    normal: np.ndarray
+    color: np.ndarray
+    albedo: np.ndarray
+    silhouette_area: np.ndarray
+
+
+@lru_cache(maxsize=8)
+def _rays(camera: CameraModel) -> np.ndarray:
+    d = camera.ray_directions()
+    d.setflags(write=False)
+    return d
+
+
+@dataclass
+class _Prim:
+    obj: int
+    kind: str
+    params: tuple
+    material: Material
+    R: np.ndarray  # local -> camera
+    t: np.ndarray
+    rect: tuple[int, int, int, int]  # x0, y0, x1, y1 (exclusive)
+
+
+def _corners(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    return np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+
+
+def _screen_rect(points_c: np.ndarray, camera: CameraModel) -> tuple[int, int, int, int] | None:
+    """Pixel rectangle covering the projections of camera-frame points; the whole
+    image when some point is behind the camera (the projection would wrap)."""
+    if np.any(points_c[:, 2] <= 1e-3):
+        if np.all(points_c[:, 2] <= 1e-3):
+            return None
+        return 0, 0, camera.width, camera.height
+    uv = camera.project(points_c)
+    x0 = max(int(np.floor(uv[:, 0].min())) - 1, 0)
+    y0 = max(int(np.floor(uv[:, 1].min())) - 1, 0)
+    x1 = min(int(np.ceil(uv[:, 0].max())) + 2, camera.width)
+    y1 = min(int(np.ceil(uv[:, 1].max())) + 2, camera.height)
+    if x0 >= x1 or y0 >= y1:
+        return None
+    return x0, y0, x1, y1
+
+
+def object_to_camera(obj: SceneObject, R_cw: np.ndarray, C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rotation and translation taking object-frame points to the optical frame."""
+    return R_cw @ obj.R, R_cw @ (obj.t - C)
+
+
+def _prims_in_camera(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray) -> list[_Prim]:
+    prims = []
+    for oi, obj in enumerate(scene.objects):
+        Ro, to = object_to_camera(obj, R_cw, C)
+        for p in obj.parts:
+            R = Ro @ p.R
+            t = Ro @ p.t + to
+            lo, hi = local_bounds(p.kind, p.params)
+            rect = _screen_rect(_corners(lo, hi) @ R.T + t, camera)
+            if rect is not None:
+                prims.append(_Prim(oi, p.kind, p.params, p.material, R, t, rect))
+    return prims
+
+
+def cast_rays(scene: Scene, R_cw: np.ndarray, C: np.ndarray, dirs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest hit along camera rays ``dirs`` (M, 3), optical frame, scaled to dz = 1.
+
+    Returns (depth (M,) metres, inf for none; object index (M,), -1 for planes/none).
+    Used for keypoint visibility, where the ray passes through the exact projection
+    of the keypoint rather than a pixel centre.
+    """
+    d = np.asarray(dirs, dtype=np.float64).reshape(-1, 3)
+    best = np.full(len(d), np.inf)
+    who = np.full(len(d), -1, dtype=np.int64)
+    for pl in scene.planes:
+        n_c = R_cw @ pl.normal
+        c_c = pl.offset - float(pl.normal @ C)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = c_c / (d @ n_c)
+        take = (t > 0) & (t < best)
+        best[take] = t[take]
+        who[take] = -1
+    for oi, obj in enumerate(scene.objects):
+        Ro, to = object_to_camera(obj, R_cw, C)
+        for p in obj.parts:
+            R = Ro @ p.R
+            t = Ro @ p.t + to
+            hit = intersect(p.kind, p.params, -R.T @ t, d @ R, attrs=False)
+            take = hit.t < best
+            best[take] = hit.t[take]
+            who[take] = oi
+    return best, who
+
+
+def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -> RenderOutput:
+    """Render ``scene`` from a camera at ``C`` (world, metres) whose optical axes are the
+    columns of ``R_wc`` (world from camera)."""
+    H, W = camera.height, camera.width
+    D = _rays(camera)
+    R_cw = R_wc.T
+    z = np.full((H, W), np.inf)
+    sid = np.full((H, W), -1, dtype=np.int16)  # surface id: planes first, then primitives
+    normal = np.zeros((H, W, 3), dtype=np.float32)
+    uv = np.zeros((H, W, 2), dtype=np.float32)
+    part = np.zeros((H, W), dtype=np.int8)
+    n_planes = len(scene.planes)
+    n_obj = len(scene.objects)
+
+    # Planes: t = c / (n . d) with the camera at the origin of the optical frame.
+    plane_cam = []
+    for i, pl in enumerate(scene.planes):
+        n_c = (R_cw @ pl.normal).astype(np.float32)
+        c_c = pl.offset - float(pl.normal @ C)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = c_c / (D @ n_c)
+        take = (t > 0) & (t < z)
+        z[take] = t[take]
+        sid[take] = i
+        normal[take] = n_c if c_c < 0 else -n_c  # face the camera
+        plane_cam.append((R_cw @ pl.e1, R_cw @ pl.e2, float(pl.e1 @ C), float(pl.e2 @ C)))
+
+    prims = _prims_in_camera(scene, camera, R_cw, C)
+    sil = np.zeros((H, W), dtype=np.int64)  # bit i set where object i's silhouette covers
+    for k, p in enumerate(prims):
+        x0, y0, x1, y1 = p.rect
+        d = D[y0:y1, x0:x1].reshape(-1, 3)
+        hit = intersect(p.kind, p.params, -p.R.T @ p.t, d @ p.R)
+        hw = (y1 - y0, x1 - x0)
+        th = hit.t.reshape(hw)
+        valid = np.isfinite(th)
+        if not valid.any():
+            continue
+        if p.obj < 63:
+            sil[y0:y1, x0:x1][valid] |= np.int64(1) << np.int64(p.obj)
+        zr = z[y0:y1, x0:x1]
+        take = th < zr
+        if not take.any():
+            continue
+        zr[take] = th[take]
+        sid[y0:y1, x0:x1][take] = n_planes + k
+        flat = take.reshape(-1)
+        normal[y0:y1, x0:x1][take] = (hit.normal[flat] @ p.R.T).astype(np.float32)
+        uv[y0:y1, x0:x1][take] = hit.uv[flat]
+        part[y0:y1, x0:x1][take] = hit.part[flat]
+
+    # Per-pixel identity.
+    obj_of_sid = np.array([-1] * n_planes + [p.obj for p in prims] + [-1], dtype=np.int16)
+    obj_index = obj_of_sid[sid]  # sid == -1 picks the trailing -1
+    track_of_obj = np.array([o.track_id if o.class_name is not None else 0 for o in scene.objects] + [0],
+                            dtype=np.int32)
+    instance = track_of_obj[obj_index]
+
+    # Deferred shading: materials only for visible pixels.
+    albedo = np.empty((H, W, 3), dtype=np.float32)
+    albedo[:] = scene.sky
+    spec = np.zeros((H, W), dtype=np.float32)
+    shin = np.ones((H, W), dtype=np.float32)
+    for i, pl in enumerate(scene.planes):
+        sel = sid == i
+        if not sel.any():
+            continue
+        e1c, e2c, o1, o2 = plane_cam[i]
+        zs = z[sel]
+        ds = D[sel]
+        puv = np.stack([zs * (ds @ e1c) + o1, zs * (ds @ e2c) + o2], axis=1)
+        a, s, h = pl.material.evaluate(puv, np.zeros(len(zs), np.int8), scene.bank)
+        albedo[sel], spec[sel], shin[sel] = a, s, h
+    for k, p in enumerate(prims):
+        x0, y0, x1, y1 = p.rect
+        sel = sid[y0:y1, x0:x1] == n_planes + k
+        if not sel.any():
+            continue
+        a, s, h = p.material.evaluate(uv[y0:y1, x0:x1][sel], part[y0:y1, x0:x1][sel], scene.bank)
+        albedo[y0:y1, x0:x1][sel] = a
+        spec[y0:y1, x0:x1][sel] = s
+        shin[y0:y1, x0:x1][sel] = h
+
+    finite = np.isfinite(z)
+    L = (R_cw @ scene.light.direction).astype(np.float32)
+    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, finite, D, L)
+    up = (R_cw @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
+
+    ndl = np.clip(normal @ L, 0.0, None) * lit
+    amb = (0.65 + 0.35 * (normal @ up))[..., None] * scene.light.ambient
+    color = albedo * (amb + ndl[..., None] * scene.light.color)
+    has_spec = spec > 0
+    if has_spec.any():
+        v = -D[has_spec]
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        h = v + L
+        h /= np.linalg.norm(h, axis=1, keepdims=True)
+        ndh = np.clip(np.einsum("ij,ij->i", normal[has_spec], h), 0.0, 1.0)
+        sp = spec[has_spec] * ndh ** shin[has_spec] * (lit[has_spec] * (normal[has_spec] @ L > 0))
+        color[has_spec] += sp[:, None] * scene.light.color
+    color[~finite] = scene.sky
+
+    sil_area = np.array([np.count_nonzero(sil & (np.int64(1) << np.int64(i))) if i < 63 else 0
+                         for i in range(n_obj)], dtype=np.int64)
+    lum = albedo @ np.array([0.3, 0.59, 0.11], dtype=np.float32)
+    return RenderOutput(z.astype(np.float32), instance, obj_index, normal, color, lum, sil_area)
+
+
+def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
+             z: np.ndarray, normal: np.ndarray, obj_index: np.ndarray, finite: np.ndarray,
+             D: np.ndarray, L: np.ndarray) -> np.ndarray:
+    """Fraction of direct light reaching each pixel, (H, W) float32 in [0, 1].
+
+    Each object tests shadow rays only inside the screen rectangle of its shadow
+    volume (the object's box swept along the light onto the lowest surface below
+    it), so the cost follows object size, not image size. The result is blurred a
+    little: real lights are not points, and hard one-pixel shadow edges look fake.
+    """
+    H, W = z.shape
+    shade = np.ones((H, W), dtype=np.float32)
+    Lw = scene.light.direction
+    if Lw[2] <= 0.05:
+        return shade
+    for oi, obj in enumerate(scene.objects):
+        # Objects off screen are included: their shadows may still fall into view.
+        if not obj.casts_shadow:
+            continue
+        lo, hi = obj.bounds()
+        corners_w = _corners(lo, hi) @ obj.R.T + obj.t
+        floor_z = 0.0
+        drop = (corners_w[:, 2] - floor_z) / Lw[2]
+        swept = np.concatenate([corners_w, corners_w - drop[:, None] * Lw[None, :]])
+        rect = _screen_rect((swept - C) @ R_cw.T, camera)
+        if rect is None:
+            continue
+        x0, y0, x1, y1 = rect
+        recv = finite[y0:y1, x0:x1] & (obj_index[y0:y1, x0:x1] != oi)
+        if not recv.any():
+            continue
+        zz = z[y0:y1, x0:x1][recv]
+        P = zz[:, None] * D[y0:y1, x0:x1][recv].astype(np.float64)
+        P += normal[y0:y1, x0:x1][recv] * 2e-4  # lift off the surface against self-hits
+        hit_any = np.zeros(len(zz), dtype=bool)
+        Ro, to = object_to_camera(obj, R_cw, C)
+        for part in obj.parts:
+            R = Ro @ part.R
+            t = Ro @ part.t + to
+            todo = ~hit_any
+            if not todo.any():
+                break
+            o_l = (P[todo] - t) @ R
+            d_l = np.broadcast_to(L.astype(np.float64) @ R, o_l.shape)
+            hit = intersect(part.kind, part.params, o_l, np.ascontiguousarray(d_l), attrs=False)
+            idx = np.flatnonzero(todo)
+            hit_any[idx[np.isfinite(hit.t)]] = True
+        if hit_any.any():
+            sub = shade[y0:y1, x0:x1]
+            vals = sub[recv]
+            vals[hit_any] = 0.0
+            sub[recv] = vals
+    if scene.table is not None:
+        _table_shadow(scene.table, Lw, R_cw, C, z, D, obj_index, shade)
+    return cv2.GaussianBlur(shade, (0, 0), 1.2)
+
+
+def _table_shadow(tab: TableTop, Lw: np.ndarray, R_cw: np.ndarray, C: np.ndarray, z: np.ndarray,
+                  D: np.ndarray, obj_index: np.ndarray, shade: np.ndarray) -> None:
+    """The table top's shadow on the floor, found analytically: a floor point is dark
+    if the ray to the light crosses the table-top rectangle."""
+    sel = np.isfinite(z) & (obj_index < 0)
+    if not sel.any():
+        return
+    P = (z[sel, None] * D[sel]) @ R_cw + C  # world points
+    onfloor = P[:, 2] < 0.02
+    s = (tab.height - P[:, 2]) / Lw[2]
+    Q = P[:, :2] + s[:, None] * Lw[None, :2] - tab.centre
+    c, sn = np.cos(tab.yaw), np.sin(tab.yaw)
+    qx = c * Q[:, 0] + sn * Q[:, 1]
+    qy = -sn * Q[:, 0] + c * Q[:, 1]
+    dark = onfloor & (np.abs(qx) <= tab.half[0]) & (np.abs(qy) <= tab.half[1])
+    vals = shade[sel]
+    vals[dark] = 0.0
+    shade[sel] = vals
