@@ -135,6 +135,22 @@ def test_fast_nms_matches_the_pairwise_loop_reference_on_random_inputs(seed):
     assert np.all(np.diff(scores[keep]) <= 0)
 
 
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_fast_nms_in_memory_bounded_chunks_gives_the_same_answer(monkeypatch, block):
+    # Large top_k makes one class's IoU matrix huge; it is then built a band of
+    # columns at a time. Force that path with a tiny block size.
+    import seg_perception.core.postprocess as pp
+
+    rng = np.random.default_rng(11)
+    m = 90
+    boxes = _random_boxes(rng, m)
+    scores = rng.random(m).astype(np.float32)
+    groups = rng.integers(0, 2, m)
+    monkeypatch.setattr(pp, "_NMS_BLOCK_ELEMENTS", block)
+    keep = fast_nms(boxes, scores, groups, 0.4, 60)
+    assert set(keep.tolist()) == _fast_nms_loop(boxes, scores, groups, 0.4, 60)
+
+
 def test_fast_nms_handles_no_candidates():
     assert fast_nms(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int), 0.5, 10).shape == (0,)
 

@@ -117,12 +117,14 @@ def _blend_mask(out: np.ndarray, x: int, y: int, data: np.ndarray, color: tuple[
     cx1, cy1 = min(x + data.shape[1], w), min(y + data.shape[0], h)
     if cx1 <= cx0 or cy1 <= cy0:
         return
-    sel = data[cy0 - y:cy1 - y, cx0 - x:cx1 - x] != 0
-    if not sel.any():
-        return
+    sel = data[cy0 - y:cy1 - y, cx0 - x:cx1 - x]
+    if sel.dtype != np.uint8:
+        sel = (sel != 0).view(np.uint8)
     roi = out[cy0:cy1, cx0:cx1]
-    tinted = cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, color), alpha, 0.0)
-    np.copyto(roi, tinted, where=sel[:, :, None])
+    # roi * (1 - alpha) + color * alpha, written through the mask into the view.
+    scaled = cv2.convertScaleAbs(roi, alpha=1.0 - alpha)
+    tint = (color[0] * alpha, color[1] * alpha, color[2] * alpha, 0.0)
+    cv2.add(scaled, tint, dst=roi, mask=sel)
 
 
 def _draw_label(out: np.ndarray, text: str, x: int, y: int, color: tuple[int, int, int], font_scale: float) -> None:
@@ -154,9 +156,13 @@ def _draw_skeleton(
     # direction of a line leaving the frame roughly right.
     limit = 4 * max(out.shape[:2])
     pts[finite] = np.clip(np.round(keypoints[finite, :2]), -limit, limit).astype(np.int64)
-    for a, b in skeleton:
-        if 0 <= a < k and 0 <= b < k and visible[a] and visible[b]:
-            cv2.line(out, tuple(int(v) for v in pts[a]), tuple(int(v) for v in pts[b]), color, 2, cv2.LINE_AA)
+    bones = [
+        pts[[a, b]].astype(np.int32).reshape(2, 1, 2)
+        for a, b in skeleton
+        if 0 <= a < k and 0 <= b < k and visible[a] and visible[b]
+    ]
+    if bones:
+        cv2.polylines(out, bones, False, color, 2, cv2.LINE_AA)  # one call for all bones
     for j in np.flatnonzero(visible):
         p = (int(pts[j, 0]), int(pts[j, 1]))
         cv2.circle(out, p, 3, color, cv2.FILLED, cv2.LINE_AA)

@@ -144,15 +144,35 @@ def fast_nms(
         idx = np.where(valid, starts[block][:, None] + col[None, :], 0)
         cand = order[idx]
         b = boxes[cand].astype(np.float32, copy=False)  # (G, k, 4)
-        iou = box_iou(b, b)  # (G, k, k)
-        iou *= valid[:, :, None]  # padded rows cannot suppress anything
-        # Row i is a higher-scoring box than column j only above the diagonal.
-        iou = np.triu(iou, k=1)
-        max_iou = iou.max(axis=1)  # per column j: its worst overlap with a better box
+        if k * k > _NMS_BLOCK_ELEMENTS:  # one huge group (large top_k): bound memory
+            max_iou = _max_iou_with_better_boxes_chunked(b[0])[None]
+        else:
+            iou = box_iou(b, b)  # (G, k, k)
+            iou *= valid[:, :, None]  # padded rows cannot suppress anything
+            # Row i is a higher-scoring box than column j only above the diagonal.
+            iou = np.triu(iou, k=1)
+            max_iou = iou.max(axis=1)  # per column j: its worst overlap with a better box
         keep = valid & (max_iou <= iou_threshold)
         kept.append(cand[keep])
     survivors = np.concatenate(kept)
     return survivors[np.lexsort((survivors, -scores[survivors]))]
+
+
+def _max_iou_with_better_boxes_chunked(boxes: np.ndarray) -> np.ndarray:
+    """For score-sorted ``(k, 4)`` boxes, max IoU of each with any earlier box, ``(k,)``.
+
+    The upper triangle of the IoU matrix, a band of columns at a time, so memory
+    stays near ``_NMS_BLOCK_ELEMENTS`` however large k is.
+    """
+    k = boxes.shape[0]
+    out = np.zeros((k,), np.float32)
+    step = max(1, _NMS_BLOCK_ELEMENTS // k)
+    for j0 in range(1, k, step):
+        j1 = min(j0 + step, k)
+        iou = box_iou(boxes[:j1 - 1], boxes[j0:j1])  # rows: every box before the band's last
+        iou = np.triu(iou, k=1 - j0)  # keep row i < global column j0 + c
+        out[j0:j1] = iou.max(axis=0)
+    return out
 
 
 def _candidates(scores: np.ndarray, params: PostprocessParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

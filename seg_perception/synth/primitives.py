@@ -259,3 +259,60 @@ def _face_ray(n: np.ndarray, d: np.ndarray) -> np.ndarray:
     flip = np.einsum("ij,ij->i", n, d) > 0.0
     n[flip] *= -1.0
     return n
+
+
+def surface_at(kind: str, params: tuple[float, ...], p: np.ndarray,
+               d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Normal (facing the ray), surface coordinates and part at local hit points.
+
+    The renderer's depth pass only needs ``t``; normals and texture coordinates are
+    computed here once per *visible* pixel from the hit point ``p`` (N, 3) and ray
+    direction ``d`` (N, 3), both local. The patch a point lies on is the one it is
+    closest to, which is exact away from edges and harmless on them (texture only).
+    """
+    x, y, z = p[:, 0], p[:, 1], p[:, 2]
+    n = np.zeros_like(p)
+    if kind == "box":
+        h = np.asarray(params[:3], dtype=np.float64)
+        axis = np.argmax(np.abs(p) / h, axis=1)
+        rows = np.arange(len(p))
+        sgn = np.sign(p[rows, axis])
+        n[rows, axis] = sgn
+        uv = np.where((axis == 0)[:, None], p[:, [1, 2]], np.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
+        part = (axis * 2 + (sgn > 0)).astype(np.int8)
+        return _face_ray(n, d), uv, part
+    if kind == "frustum":
+        r0, r1, hgt, ri, hf = params
+        k = (r1 - r0) / hgt
+        r = np.hypot(x, y)
+        rz = r0 + k * np.clip(z, 0.0, hgt)
+        cand = [np.abs(r - rz) * np.sqrt(1.0 / (1.0 + k * k)), np.abs(z), np.abs(z - hgt)]
+        if ri > 0.0:
+            cand += [np.abs(r - ri) + np.where(z < hf, 1.0, 0.0), np.abs(z - hf) + np.where(r > ri, 1.0, 0.0)]
+        part = np.argmin(np.stack(cand, axis=1), axis=1).astype(np.int8)  # order = PART_* ids
+        side = part == PART_SIDE
+        wall = part == PART_INNER_WALL
+        curved = side | wall
+        n[:, 0] = np.where(curved, x, 0.0)
+        n[:, 1] = np.where(curved, y, 0.0)
+        n[:, 2] = np.where(side, -k * rz, np.where(wall, 0.0, 1.0))
+        ang = np.arctan2(y, x)
+        uv = np.where(curved[:, None], np.stack([ang * max(r0, r1), z], axis=1), p[:, :2])
+        return _face_ray(n, d), uv, part
+    if kind == "ellipsoid":
+        s = np.asarray(params[:3], dtype=np.float64)
+        uv = np.stack([np.arctan2(y, x) * 0.5 * (s[0] + s[1]), z], axis=1)
+        return _face_ray(p / (s * s), d), uv, np.zeros(len(p), dtype=np.int8)
+    if kind == "ring":
+        ri, ro, w = params
+        r = np.hypot(x, z)
+        cand = np.stack([np.abs(r - ro), np.full(len(p), np.inf), np.abs(np.abs(y) - w), np.abs(r - ri),
+                         np.full(len(p), np.inf), np.abs(x)], axis=1)
+        part = np.argmin(cand, axis=1).astype(np.int8)
+        curved = (part == PART_SIDE) | (part == PART_INNER_WALL)
+        n[:, 0] = np.where(curved, x, np.where(part == PART_CLIP, 1.0, 0.0))
+        n[:, 2] = np.where(curved, z, 0.0)
+        n[:, 1] = np.where(part == PART_TOP, np.sign(y), 0.0)
+        uv = np.stack([np.arctan2(z, x) * ro, y], axis=1)
+        return _face_ray(n, d), uv, part
+    raise ValueError(f"unknown primitive kind {kind!r}")

@@ -23,7 +23,7 @@ import numpy as np
 
 from seg_perception.synth.geometry import CameraModel
 from seg_perception.synth.objects import SceneObject
-from seg_perception.synth.primitives import intersect, local_bounds
+from seg_perception.synth.primitives import intersect, local_bounds, surface_at
 from seg_perception.synth.textures import Material, TextureBank
 
 
@@ -181,41 +181,43 @@ def cast_rays(scene: Scene, R_cw: np.ndarray, C: np.ndarray, dirs: np.ndarray) -
     return best, who
 
 
+@lru_cache(maxsize=8)
+def _view_dirs(camera: CameraModel) -> np.ndarray:
+    """Unit vectors from each pixel's surface point back to the camera, (H, W, 3)."""
+    d = -camera.ray_directions()
+    d /= np.linalg.norm(d, axis=2, keepdims=True)
+    d.setflags(write=False)
+    return d
+
+
 def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -> RenderOutput:
     """Render ``scene`` from a camera at ``C`` (world, metres) whose optical axes are the
     columns of ``R_wc`` (world from camera)."""
     H, W = camera.height, camera.width
     D = _rays(camera)
     R_cw = R_wc.T
-    z = np.full((H, W), np.inf)
+    z = np.full((H, W), np.inf, dtype=np.float32)
     sid = np.full((H, W), -1, dtype=np.int16)  # surface id: planes first, then primitives
-    normal = np.zeros((H, W, 3), dtype=np.float32)
-    uv = np.zeros((H, W, 2), dtype=np.float32)
-    part = np.zeros((H, W), dtype=np.int8)
     n_planes = len(scene.planes)
     n_obj = len(scene.objects)
 
-    # Planes: t = c / (n . d) with the camera at the origin of the optical frame.
-    plane_cam = []
+    # Depth pass. Planes: t = c / (n . d) with the camera at the optical-frame origin.
+    plane_n = np.zeros((n_planes, 3), dtype=np.float32)
     for i, pl in enumerate(scene.planes):
         n_c = (R_cw @ pl.normal).astype(np.float32)
-        c_c = pl.offset - float(pl.normal @ C)
+        c_c = np.float32(pl.offset - float(pl.normal @ C))
         with np.errstate(divide="ignore", invalid="ignore"):
             t = c_c / (D @ n_c)
         take = (t > 0) & (t < z)
         z[take] = t[take]
         sid[take] = i
-        normal[take] = n_c if c_c < 0 else -n_c  # face the camera
-        plane_cam.append((R_cw @ pl.e1, R_cw @ pl.e2, float(pl.e1 @ C), float(pl.e2 @ C)))
-
+        plane_n[i] = n_c if c_c < 0 else -n_c  # face the camera
     prims = _prims_in_camera(scene, camera, R_cw, C)
     sil = np.zeros((H, W), dtype=np.int64)  # bit i set where object i's silhouette covers
     for k, p in enumerate(prims):
         x0, y0, x1, y1 = p.rect
         d = D[y0:y1, x0:x1].reshape(-1, 3)
-        hit = intersect(p.kind, p.params, -p.R.T @ p.t, d @ p.R)
-        hw = (y1 - y0, x1 - x0)
-        th = hit.t.reshape(hw)
+        th = intersect(p.kind, p.params, -p.R.T @ p.t, d @ p.R, attrs=False).t.reshape(y1 - y0, x1 - x0)
         valid = np.isfinite(th)
         if not valid.any():
             continue
@@ -223,14 +225,8 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
             sil[y0:y1, x0:x1][valid] |= np.int64(1) << np.int64(p.obj)
         zr = z[y0:y1, x0:x1]
         take = th < zr
-        if not take.any():
-            continue
         zr[take] = th[take]
         sid[y0:y1, x0:x1][take] = n_planes + k
-        flat = take.reshape(-1)
-        normal[y0:y1, x0:x1][take] = (hit.normal[flat] @ p.R.T).astype(np.float32)
-        uv[y0:y1, x0:x1][take] = hit.uv[flat]
-        part[y0:y1, x0:x1][take] = hit.part[flat]
 
     # Per-pixel identity.
     obj_of_sid = np.array([-1] * n_planes + [p.obj for p in prims] + [-1], dtype=np.int16)
@@ -239,7 +235,10 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
                             dtype=np.int32)
     instance = track_of_obj[obj_index]
 
-    # Deferred shading: materials only for visible pixels.
+    # Deferred shading: normals and materials only for the visible pixels.
+    normal = np.zeros((H, W, 3), dtype=np.float32)
+    is_plane = (sid >= 0) & (sid < n_planes)
+    normal[is_plane] = plane_n[sid[is_plane]]
     albedo = np.empty((H, W, 3), dtype=np.float32)
     albedo[:] = scene.sky
     spec = np.zeros((H, W), dtype=np.float32)
@@ -248,10 +247,10 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
         sel = sid == i
         if not sel.any():
             continue
-        e1c, e2c, o1, o2 = plane_cam[i]
+        # World texture coordinates of plane points: (z d) . e + C . e.
+        e = np.stack([R_cw @ pl.e1, R_cw @ pl.e2], axis=1).astype(np.float32)
         zs = z[sel]
-        ds = D[sel]
-        puv = np.stack([zs * (ds @ e1c) + o1, zs * (ds @ e2c) + o2], axis=1)
+        puv = (D[sel] @ e) * zs[:, None] + np.array([pl.e1 @ C, pl.e2 @ C], dtype=np.float32)
         a, s, h = pl.material.evaluate(puv, np.zeros(len(zs), np.int8), scene.bank)
         albedo[sel], spec[sel], shin[sel] = a, s, h
     for k, p in enumerate(prims):
@@ -259,101 +258,110 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
         sel = sid[y0:y1, x0:x1] == n_planes + k
         if not sel.any():
             continue
-        a, s, h = p.material.evaluate(uv[y0:y1, x0:x1][sel], part[y0:y1, x0:x1][sel], scene.bank)
+        d = D[y0:y1, x0:x1][sel].astype(np.float64)
+        pl_ = (z[y0:y1, x0:x1][sel].astype(np.float64)[:, None] * d - p.t) @ p.R
+        n_l, uv, part = surface_at(p.kind, p.params, pl_, d @ p.R)
+        normal[y0:y1, x0:x1][sel] = n_l @ p.R.T
+        a, s, h = p.material.evaluate(uv, part, scene.bank)
         albedo[y0:y1, x0:x1][sel] = a
         spec[y0:y1, x0:x1][sel] = s
         shin[y0:y1, x0:x1][sel] = h
 
     finite = np.isfinite(z)
     L = (R_cw @ scene.light.direction).astype(np.float32)
-    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, finite, D, L)
+    ndl = np.clip(normal @ L, 0.0, None)
+    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, ndl > 0, D, L)
     up = (R_cw @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
-
-    ndl = np.clip(normal @ L, 0.0, None) * lit
+    direct = ndl * lit
     amb = (0.65 + 0.35 * (normal @ up))[..., None] * scene.light.ambient
-    color = albedo * (amb + ndl[..., None] * scene.light.color)
-    has_spec = spec > 0
-    if has_spec.any():
-        v = -D[has_spec]
-        v /= np.linalg.norm(v, axis=1, keepdims=True)
-        h = v + L
-        h /= np.linalg.norm(h, axis=1, keepdims=True)
-        ndh = np.clip(np.einsum("ij,ij->i", normal[has_spec], h), 0.0, 1.0)
-        sp = spec[has_spec] * ndh ** shin[has_spec] * (lit[has_spec] * (normal[has_spec] @ L > 0))
-        color[has_spec] += sp[:, None] * scene.light.color
+    color = albedo * (amb + direct[..., None] * scene.light.color)
+    if spec.any():
+        hv = _view_dirs(camera) + L
+        hv /= np.linalg.norm(hv, axis=2, keepdims=True)
+        ndh = np.clip(np.einsum("ijk,ijk->ij", normal, hv), 0.0, 1.0)
+        color += (spec * np.power(ndh, shin) * (direct > 0) * lit)[..., None] * scene.light.color
     color[~finite] = scene.sky
 
     sil_area = np.array([np.count_nonzero(sil & (np.int64(1) << np.int64(i))) if i < 63 else 0
                          for i in range(n_obj)], dtype=np.int64)
     lum = albedo @ np.array([0.3, 0.59, 0.11], dtype=np.float32)
-    return RenderOutput(z.astype(np.float32), instance, obj_index, normal, color, lum, sil_area)
+    return RenderOutput(z, instance, obj_index, normal, color, lum, sil_area)
 
 
 def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
-             z: np.ndarray, normal: np.ndarray, obj_index: np.ndarray, finite: np.ndarray,
+             z: np.ndarray, normal: np.ndarray, obj_index: np.ndarray, facing: np.ndarray,
              D: np.ndarray, L: np.ndarray) -> np.ndarray:
     """Fraction of direct light reaching each pixel, (H, W) float32 in [0, 1].
 
-    Each object tests shadow rays only inside the screen rectangle of its shadow
-    volume (the object's box swept along the light onto the lowest surface below
-    it), so the cost follows object size, not image size. The result is blurred a
-    little: real lights are not points, and hard one-pixel shadow edges look fake.
+    Only pixels facing the light (``facing``) can be shadowed. Each object tests
+    shadow rays only inside the screen rectangle of its shadow volume (its box swept
+    along the light down to the surface it stands on), and first against its
+    bounding sphere, so the cost follows object size, not image size. The result is
+    blurred a little: real lights are not points, and hard one-pixel shadow edges
+    look fake.
     """
     H, W = z.shape
     shade = np.ones((H, W), dtype=np.float32)
     Lw = scene.light.direction
     if Lw[2] <= 0.05:
         return shade
+    L64 = L.astype(np.float64)
     for oi, obj in enumerate(scene.objects):
         # Objects off screen are included: their shadows may still fall into view.
         if not obj.casts_shadow:
             continue
         lo, hi = obj.bounds()
         corners_w = _corners(lo, hi) @ obj.R.T + obj.t
-        floor_z = 0.0
-        drop = (corners_w[:, 2] - floor_z) / Lw[2]
+        drop = (corners_w[:, 2] - obj.t[2] + 0.005) / Lw[2]
         swept = np.concatenate([corners_w, corners_w - drop[:, None] * Lw[None, :]])
         rect = _screen_rect((swept - C) @ R_cw.T, camera)
         if rect is None:
             continue
         x0, y0, x1, y1 = rect
-        recv = finite[y0:y1, x0:x1] & (obj_index[y0:y1, x0:x1] != oi)
+        recv = facing[y0:y1, x0:x1] & (obj_index[y0:y1, x0:x1] != oi)
         if not recv.any():
             continue
-        zz = z[y0:y1, x0:x1][recv]
-        P = zz[:, None] * D[y0:y1, x0:x1][recv].astype(np.float64)
-        P += normal[y0:y1, x0:x1][recv] * 2e-4  # lift off the surface against self-hits
-        hit_any = np.zeros(len(zz), dtype=bool)
+        P = z[y0:y1, x0:x1][recv][:, None] * D[y0:y1, x0:x1][recv]
+        P += normal[y0:y1, x0:x1][recv] * np.float32(2e-4)  # lift off the surface against self-hits
+        # Bounding-sphere cull: keep rays that pass within the object's radius.
         Ro, to = object_to_camera(obj, R_cw, C)
+        centre = (Ro @ ((lo + hi) / 2) + to).astype(np.float32)
+        rad2 = np.float32(np.sum(((hi - lo) / 2) ** 2) * 1.0001 + 1e-6)
+        w = centre - P
+        along = w @ L
+        cand = np.flatnonzero((along > 0) & (np.einsum("ij,ij->i", w, w) - along * along < rad2))
+        if len(cand) == 0:
+            continue
+        Pc = P[cand].astype(np.float64)
+        hit_any = np.zeros(len(cand), dtype=bool)
         for part in obj.parts:
             R = Ro @ part.R
             t = Ro @ part.t + to
-            todo = ~hit_any
-            if not todo.any():
+            todo = np.flatnonzero(~hit_any)
+            if len(todo) == 0:
                 break
-            o_l = (P[todo] - t) @ R
-            d_l = np.broadcast_to(L.astype(np.float64) @ R, o_l.shape)
-            hit = intersect(part.kind, part.params, o_l, np.ascontiguousarray(d_l), attrs=False)
-            idx = np.flatnonzero(todo)
-            hit_any[idx[np.isfinite(hit.t)]] = True
+            o_l = (Pc[todo] - t) @ R
+            d_l = np.broadcast_to(L64 @ R, o_l.shape)
+            hit = intersect(part.kind, part.params, o_l, d_l, attrs=False)
+            hit_any[todo[np.isfinite(hit.t)]] = True
         if hit_any.any():
             sub = shade[y0:y1, x0:x1]
             vals = sub[recv]
-            vals[hit_any] = 0.0
+            vals[cand[hit_any]] = 0.0
             sub[recv] = vals
     if scene.table is not None:
-        _table_shadow(scene.table, Lw, R_cw, C, z, D, obj_index, shade)
+        _table_shadow(scene.table, Lw, R_cw, C, z, D, obj_index, facing, shade)
     return cv2.GaussianBlur(shade, (0, 0), 1.2)
 
 
 def _table_shadow(tab: TableTop, Lw: np.ndarray, R_cw: np.ndarray, C: np.ndarray, z: np.ndarray,
-                  D: np.ndarray, obj_index: np.ndarray, shade: np.ndarray) -> None:
+                  D: np.ndarray, obj_index: np.ndarray, facing: np.ndarray, shade: np.ndarray) -> None:
     """The table top's shadow on the floor, found analytically: a floor point is dark
     if the ray to the light crosses the table-top rectangle."""
-    sel = np.isfinite(z) & (obj_index < 0)
+    sel = facing & (obj_index < 0)
     if not sel.any():
         return
-    P = (z[sel, None] * D[sel]) @ R_cw + C  # world points
+    P = (z[sel, None] * D[sel]) @ R_cw.astype(np.float32) + C.astype(np.float32)  # world points
     onfloor = P[:, 2] < 0.02
     s = (tab.height - P[:, 2]) / Lw[2]
     Q = P[:, :2] + s[:, None] * Lw[None, :2] - tab.centre

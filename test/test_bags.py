@@ -1,0 +1,66 @@
+"""Reading recordings (both storage formats) and writing output bags with our types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import HSR_IMAGE_TOPIC, HSR_MCAP, HSR_SQLITE
+from seg_perception.bags import BagError, OutputBag, read_camera_infos, read_images, typestore
+
+
+@pytest.mark.parametrize("bag", [HSR_MCAP, HSR_SQLITE], ids=["mcap", "sqlite3"])
+def test_both_storage_formats_give_the_same_frames(bag, hsr_bag):
+    frames = list(read_images(bag))
+    assert [f.topic for f in frames] == [HSR_IMAGE_TOPIC] * 5  # depth topic is not chosen automatically
+    assert all(f.msg.encoding == "rgb8" and (f.msg.width, f.msg.height) == (640, 480) for f in frames)
+    stamps = [f.timestamp_ns for f in frames]
+    assert stamps == sorted(stamps)
+    other = list(read_images(HSR_SQLITE if bag == HSR_MCAP else HSR_MCAP))
+    assert all(np.array_equal(a.msg.data, b.msg.data) for a, b in zip(frames, other))
+
+
+def test_missing_bag_and_missing_topic_are_named(tmp_path, hsr_bag):
+    with pytest.raises(BagError, match="bag not found: .*nowhere"):
+        list(read_images(tmp_path / "nowhere"))
+    with pytest.raises(BagError, match="no image topic '/nope'.*image_raw"):
+        list(read_images(hsr_bag, "/nope"))
+
+
+def test_a_truncated_bag_gives_a_bag_error(tmp_path, hsr_bag):
+    src = next(Path(hsr_bag).glob("*.mcap"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / src.name).write_bytes(src.read_bytes()[: src.stat().st_size // 3])
+    (broken / "metadata.yaml").write_text((Path(hsr_bag) / "metadata.yaml").read_text())
+    with pytest.raises(BagError, match="broken"):
+        list(read_images(broken))
+
+
+def test_camera_info_is_read(hsr_bag):
+    infos = read_camera_infos(hsr_bag)
+    k = infos["/hero/head_rgbd_sensor/rgb/camera_info"].k
+    assert 500 < k[0] < 600
+
+
+def test_output_bag_round_trips_our_message_types(tmp_path):
+    from rosbags.highlevel import AnyReader
+
+    store = typestore()
+    msg_cls = store.types["seg_perception/msg/InstanceArray"]
+    assert "instances" in msg_cls.__dataclass_fields__
+    Header = store.types["std_msgs/msg/Header"]
+    Time = store.types["builtin_interfaces/msg/Time"]
+    empty = msg_cls(header=Header(stamp=Time(sec=5, nanosec=7), frame_id="cam"), image_width=640, image_height=480,
+                    instances=[])
+    cdr = store.serialize_cdr(empty, "seg_perception/msg/InstanceArray")
+    with OutputBag(tmp_path / "out") as bag:
+        bag.write("/instances", "seg_perception/msg/InstanceArray", 5_000_000_007, cdr)
+    with pytest.raises(BagError, match="already exists"):
+        OutputBag(tmp_path / "out")
+    with AnyReader([tmp_path / "out"], default_typestore=typestore()) as reader:
+        (conn, t, raw), = list(reader.messages())
+        back = reader.deserialize(raw, conn.msgtype)
+    assert (t, back.header.frame_id, back.image_width) == (5_000_000_007, "cam", 640)
