@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from seg_perception.core.keypoints import class_keypoint_table
 from seg_perception.core.metadata import ModelMetadata
 from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
 from seg_perception.core.preprocess import resize_for_network
@@ -54,6 +55,12 @@ class SegmentationPipeline:
     params: PostprocessParams = field(default_factory=PostprocessParams)
     last_times: StageTimes = field(default_factory=StageTimes)
 
+    def __post_init__(self) -> None:
+        md = self.metadata
+        # Keypoints a class does not have (per-class grasp keypoints) get score 0.
+        self._keypoint_table = (class_keypoint_table(md.class_names, md.num_keypoints, md.class_keypoints)
+                                if md.class_keypoints else None)
+
     @property
     def metadata(self) -> ModelMetadata:
         return self.backend.metadata
@@ -70,7 +77,7 @@ class SegmentationPipeline:
         detections = postprocess_yolact(
             raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
             image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
-            keypoints=None if kpts is None else kpts[0],
+            keypoints=None if kpts is None else kpts[0], keypoint_table=self._keypoint_table,
         )
         t3 = time.perf_counter()
         self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2)

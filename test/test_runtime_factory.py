@@ -46,5 +46,5 @@ def test_bad_options_are_reported_for_the_chosen_backend(tmp_path):
 @pytest.mark.skipif(HAS_TENSORRT, reason="TensorRT is installed here")
 def test_tensorrt_without_the_package_says_so(tmp_path):
     (tmp_path / "m.engine").write_bytes(b"x")
-    with pytest.raises(BackendError, match="tensorrt"):
+    with pytest.raises(BackendError, match="needs NVIDIA's tensorrt Python package"):
         create_backend("tensorrt", tmp_path / "m.engine")

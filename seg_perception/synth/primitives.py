@@ -66,190 +66,159 @@ def local_bounds(kind: str, params: tuple[float, ...]) -> tuple[np.ndarray, np.n
 
 
 def _keep(best: np.ndarray, cand: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Indices where ``cand`` is a valid, closer hit than ``best``; updates ``best``."""
+    """Mask where ``cand`` is a valid, closer hit than ``best``; updates ``best``."""
     take = valid & (cand > EPS_T) & (cand < best)
-    best[take] = cand[take]
+    np.copyto(best, cand, where=take)
     return take
 
 
 def _quadratic(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Both real roots of a t^2 + b t + c = 0 (inf where none), numerically stable."""
+    """Both real roots of a t^2 + b t + c = 0 (inf where none), numerically stable.
+
+    q = -(b + sign(b) sqrt(disc)) / 2 avoids cancellation; the roots are q/a and c/q,
+    and c/q is also the single root of the linear case a = 0 (a cone's generatrix).
+    """
     disc = b * b - 4.0 * a * c
-    ok = disc >= 0.0
-    sq = np.sqrt(np.where(ok, disc, 0.0))
-    # q = -(b + sign(b) sqrt(disc)) / 2 avoids cancellation; roots are q/a and c/q.
-    q = -0.5 * (b + np.where(b >= 0.0, sq, -sq))
+    bad = disc < 0.0
+    sq = np.sqrt(np.maximum(disc, 0.0))
+    q = -0.5 * (b + np.copysign(sq, b))
     with np.errstate(divide="ignore", invalid="ignore"):
-        t1 = np.where(np.abs(a) > 1e-15, q / a, np.where(np.abs(b) > 1e-15, -c / b, np.inf))
-        t2 = np.where(np.abs(q) > 1e-15, c / q, np.inf)
-    t1 = np.where(ok & np.isfinite(t1), t1, np.inf)
-    t2 = np.where(ok & np.isfinite(t2), t2, np.inf)
+        t1 = q / a
+        t2 = c / q
+    bad1 = bad | ~np.isfinite(t1)
+    bad2 = bad | ~np.isfinite(t2)
+    t1[bad1] = np.inf
+    t2[bad2] = np.inf
     return t1, t2
 
 
-def _plane_t(o_axis: np.ndarray, d_axis: np.ndarray, value: float) -> np.ndarray:
+def _plane_t(o_axis: np.ndarray | float, d_axis: np.ndarray, value: float) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         t = (value - o_axis) / d_axis
-    return np.where(np.isfinite(t), t, np.inf)
+    t[~np.isfinite(t)] = np.inf
+    return t
 
 
 def intersect(kind: str, params: tuple[float, ...], o: np.ndarray, d: np.ndarray,
               attrs: bool = True) -> Hit:
     """First hit of rays ``o + t d`` with a primitive in its local frame (see module doc)."""
     n = d.shape[0]
-    o = np.broadcast_to(np.asarray(o, dtype=np.float64), (n, 3))
+    o = np.asarray(o, dtype=np.float64)
+    # Component arrays: contiguous 1-D columns are several times faster than (N, 3) ops.
+    dc = np.ascontiguousarray(d.T, dtype=np.float64)
+    oc = (np.ascontiguousarray(o.T) if o.ndim == 2 else o.reshape(3))
     if kind == "box":
-        return _box(params, o, d, attrs)
-    if kind == "frustum":
-        return _frustum(params, o, d, attrs)
-    if kind == "ellipsoid":
-        return _ellipsoid(params, o, d, attrs)
-    if kind == "ring":
-        return _ring(params, o, d, attrs)
-    raise ValueError(f"unknown primitive kind {kind!r}")
-
-
-def _box(params, o, d, attrs) -> Hit:
-    h = np.asarray(params[:3], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        inv = 1.0 / np.where(np.abs(d) < 1e-15, 1e-15, d)
-    t1 = (-h - o) * inv
-    t2 = (h - o) * inv
-    tn = np.minimum(t1, t2)
-    tf = np.maximum(t1, t2)
-    tnear = tn.max(axis=1)
-    tfar = tf.min(axis=1)
-    # A ray starting inside the box (a shadow ray from a point on its face) exits at tfar.
-    t = np.where(tnear > EPS_T, tnear, tfar)
-    hit = (tnear <= tfar) & (t > EPS_T)
-    t = np.where(hit, t, np.inf)
+        t = _box_t(params, oc, dc)
+    elif kind == "frustum":
+        t = _frustum_t(params, oc, dc)
+    elif kind == "ellipsoid":
+        t = _ellipsoid_t(params, oc, dc)
+    elif kind == "ring":
+        t = _ring_t(params, oc, dc)
+    else:
+        raise ValueError(f"unknown primitive kind {kind!r}")
     if not attrs:
         return Hit(t, None, None, None)
-    axis = tn.argmax(axis=1)
-    rows = np.arange(len(t))
-    sgn = -np.sign(d[rows, axis])
-    normal = np.zeros_like(d)
-    normal[rows, axis] = sgn
-    p = o + np.where(hit, t, 0.0)[:, None] * d
-    # Face coordinates: the two in-face axes, the vertical one second so labels stand up.
-    uv = np.where((axis == 0)[:, None], p[:, [1, 2]], np.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
-    part = (axis * 2 + (sgn > 0)).astype(np.int8)
+    hit = np.isfinite(t)
+    ob = np.broadcast_to(o, (n, 3))
+    p = ob + np.where(hit, t, 0.0)[:, None] * d
+    normal, uv, part = surface_at(kind, params, p, d)
     return Hit(t, normal, uv, part)
 
 
-def _frustum(params, o, d, attrs) -> Hit:
-    r0, r1, hgt, ri, hf = params
-    ox, oy, oz = o[:, 0], o[:, 1], o[:, 2]
-    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
-    k = (r1 - r0) / hgt
-    best = np.full(len(dx), np.inf)
-    part = np.full(len(dx), -1, dtype=np.int8)
+def _box_t(params, o, d) -> np.ndarray:
+    tnear = np.full(d.shape[1], -np.inf)
+    tfar = np.full(d.shape[1], np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for a in range(3):
+            h = params[a]
+            inv = 1.0 / d[a]
+            t1 = (-h - o[a]) * inv
+            t2 = (h - o[a]) * inv
+            np.maximum(tnear, np.minimum(t1, t2), out=tnear)
+            np.minimum(tfar, np.maximum(t1, t2), out=tfar)
+    # A ray starting inside the box (a shadow ray from a point on its face) exits at tfar.
+    t = np.where(tnear > EPS_T, tnear, tfar)
+    t[~((tnear <= tfar) & (t > EPS_T))] = np.inf
+    return t
 
+
+def _frustum_t(params, o, d) -> np.ndarray:
+    r0, r1, hgt, ri, hf = params
+    ox, oy, oz = o[0], o[1], o[2]
+    dx, dy, dz = d[0], d[1], d[2]
+    k = (r1 - r0) / hgt
+    best = np.full(d.shape[1], np.inf)
     # Outer side: x^2 + y^2 = (r0 + k z)^2, 0 <= z <= h.
     rz0 = r0 + k * oz
-    a = dx * dx + dy * dy - k * k * dz * dz
-    b = 2.0 * (ox * dx + oy * dy - k * rz0 * dz)
-    c = ox * ox + oy * oy - rz0 * rz0
+    a_xy = dx * dx + dy * dy
+    b_xy = 2.0 * (ox * dx + oy * dy)
+    c_xy = ox * ox + oy * oy
+    a = a_xy - (k * k) * (dz * dz) if k != 0.0 else a_xy
+    b = b_xy - (2.0 * k) * rz0 * dz if k != 0.0 else b_xy
+    c = c_xy - rz0 * rz0
     for tr in _quadratic(a, b, c):
         z = oz + tr * dz
-        part[_keep(best, tr, (z >= 0.0) & (z <= hgt))] = PART_SIDE
+        _keep(best, tr, (z >= 0.0) & (z <= hgt))
     # Bottom disc z = 0 and top disc / rim annulus z = h.
-    for zc, rc, pid in ((0.0, r0, PART_BOTTOM), (hgt, r1, PART_TOP)):
+    for zc, rc, top in ((0.0, r0, False), (hgt, r1, True)):
         tp = _plane_t(oz, dz, zc)
         x = ox + tp * dx
         y = oy + tp * dy
         rr = x * x + y * y
         ok = rr <= rc * rc
-        if ri > 0.0 and pid == PART_TOP:
+        if ri > 0.0 and top:
             ok &= rr >= ri * ri
-        part[_keep(best, tp, ok)] = pid
+        _keep(best, tp, ok)
     if ri > 0.0:
         # Cavity: inner wall (cylinder radius ri, hf <= z <= h) and its floor.
-        a = dx * dx + dy * dy
-        b = 2.0 * (ox * dx + oy * dy)
-        c = ox * ox + oy * oy - ri * ri
-        for tr in _quadratic(a, b, c):
+        for tr in _quadratic(a_xy, b_xy, c_xy - ri * ri):
             z = oz + tr * dz
-            part[_keep(best, tr, (z >= hf) & (z <= hgt))] = PART_INNER_WALL
+            _keep(best, tr, (z >= hf) & (z <= hgt))
         tp = _plane_t(oz, dz, hf)
         x = ox + tp * dx
         y = oy + tp * dy
-        part[_keep(best, tp, x * x + y * y <= ri * ri)] = PART_INNER_FLOOR
-    if not attrs:
-        return Hit(best, None, None, None)
-    hitm = np.isfinite(best)
-    tt = np.where(hitm, best, 0.0)
-    p = o + tt[:, None] * d
-    normal = np.zeros_like(d)
-    side = (part == PART_SIDE) | (part == PART_INNER_WALL)
-    rz = np.where(part == PART_SIDE, r0 + k * p[:, 2], ri)
-    normal[:, 0] = np.where(side, p[:, 0], 0.0)
-    normal[:, 1] = np.where(side, p[:, 1], 0.0)
-    normal[:, 2] = np.where(side, np.where(part == PART_SIDE, -k * rz, 0.0), 1.0)
-    normal = _face_ray(normal, d)
-    ang = np.arctan2(p[:, 1], p[:, 0])
-    uv = np.where(side[:, None], np.stack([ang * max(r0, r1), p[:, 2]], axis=1), p[:, :2])
-    return Hit(best, normal, uv, part)
+        _keep(best, tp, x * x + y * y <= ri * ri)
+    return best
 
 
-def _ellipsoid(params, o, d, attrs) -> Hit:
-    s = np.asarray(params[:3], dtype=np.float64)
-    os_ = o / s
-    ds = d / s
-    a = np.einsum("ij,ij->i", ds, ds)
-    b = 2.0 * np.einsum("ij,ij->i", os_, ds)
-    c = np.einsum("ij,ij->i", os_, os_) - 1.0
+def _ellipsoid_t(params, o, d) -> np.ndarray:
+    s0, s1, s2 = params[:3]
+    ox, oy, oz = o[0] / s0, o[1] / s1, o[2] / s2
+    dx, dy, dz = d[0] / s0, d[1] / s1, d[2] / s2
+    a = dx * dx + dy * dy + dz * dz
+    b = 2.0 * (ox * dx + oy * dy + oz * dz)
+    c = ox * ox + oy * oy + oz * oz - 1.0
     t1, t2 = _quadratic(a, b, c)
     lo = np.minimum(t1, t2)
     hi = np.maximum(t1, t2)
-    best = np.where(lo > EPS_T, lo, np.where(hi > EPS_T, hi, np.inf))
-    best = np.where(np.isfinite(best), best, np.inf)
-    if not attrs:
-        return Hit(best, None, None, None)
-    tt = np.where(np.isfinite(best), best, 0.0)
-    p = o + tt[:, None] * d
-    normal = _face_ray(p / (s * s), d)
-    ang = np.arctan2(p[:, 1], p[:, 0])
-    uv = np.stack([ang * 0.5 * (s[0] + s[1]), p[:, 2]], axis=1)
-    return Hit(best, normal, uv, np.zeros(len(best), dtype=np.int8))
+    return np.where(lo > EPS_T, lo, np.where(hi > EPS_T, hi, np.inf))
 
 
-def _ring(params, o, d, attrs) -> Hit:
+def _ring_t(params, o, d) -> np.ndarray:
     ri, ro, w = params
-    ox, oy, oz = o[:, 0], o[:, 1], o[:, 2]
-    dx, dy, dz = d[:, 0], d[:, 1], d[:, 2]
-    best = np.full(len(dx), np.inf)
-    part = np.full(len(dx), -1, dtype=np.int8)
+    ox, oy, oz = o[0], o[1], o[2]
+    dx, dy, dz = d[0], d[1], d[2]
+    best = np.full(d.shape[1], np.inf)
     a = dx * dx + dz * dz
     b = 2.0 * (ox * dx + oz * dz)
-    for r, pid in ((ro, PART_SIDE), (ri, PART_INNER_WALL)):
-        c = ox * ox + oz * oz - r * r
-        for tr in _quadratic(a, b, c):
+    c0 = ox * ox + oz * oz
+    for r in (ro, ri):
+        for tr in _quadratic(a, b, c0 - r * r):
             x = ox + tr * dx
             y = oy + tr * dy
-            part[_keep(best, tr, (np.abs(y) <= w) & (x >= 0.0))] = pid
+            _keep(best, tr, (np.abs(y) <= w) & (x >= 0.0))
     for yc in (-w, w):
         tp = _plane_t(oy, dy, yc)
         x = ox + tp * dx
         z = oz + tp * dz
         rr = x * x + z * z
-        part[_keep(best, tp, (rr >= ri * ri) & (rr <= ro * ro) & (x >= 0.0))] = PART_TOP
+        _keep(best, tp, (rr >= ri * ri) & (rr <= ro * ro) & (x >= 0.0))
     tp = _plane_t(ox, dx, 0.0)
     y = oy + tp * dy
     z = np.abs(oz + tp * dz)
-    part[_keep(best, tp, (np.abs(y) <= w) & (z >= ri) & (z <= ro))] = PART_CLIP
-    if not attrs:
-        return Hit(best, None, None, None)
-    tt = np.where(np.isfinite(best), best, 0.0)
-    p = o + tt[:, None] * d
-    normal = np.zeros_like(d)
-    curved = (part == PART_SIDE) | (part == PART_INNER_WALL)
-    normal[:, 0] = np.where(curved, p[:, 0], np.where(part == PART_CLIP, 1.0, 0.0))
-    normal[:, 2] = np.where(curved, p[:, 2], 0.0)
-    normal[:, 1] = np.where(part == PART_TOP, 1.0, 0.0)
-    normal = _face_ray(normal, d)
-    uv = np.stack([np.arctan2(p[:, 2], p[:, 0]) * ro, p[:, 1]], axis=1)
-    return Hit(best, normal, uv, part)
+    _keep(best, tp, (np.abs(y) <= w) & (z >= ri) & (z <= ro))
+    return best
 
 
 def _face_ray(n: np.ndarray, d: np.ndarray) -> np.ndarray:

@@ -61,7 +61,10 @@ class TableTop:
 
 @dataclass
 class Scene:
-    """Everything the renderer needs that does not depend on the camera."""
+    """Everything the renderer needs that does not depend on the camera.
+
+    ``planes[0]`` is the floor (z = 0): it receives the table's shadow.
+    """
 
     objects: list[SceneObject]
     planes: list[Plane]
@@ -98,6 +101,16 @@ def _rays(camera: CameraModel) -> np.ndarray:
     d = camera.ray_directions()
     d.setflags(write=False)
     return d
+
+
+@lru_cache(maxsize=8)
+def _inv_ray_length(camera: CameraModel) -> np.ndarray:
+    """1 / |d| for every pixel ray d (dz = 1), (H, W) float32."""
+    xs = (np.arange(camera.width, dtype=np.float32) - np.float32(camera.cx)) / np.float32(camera.fx)
+    ys = (np.arange(camera.height, dtype=np.float32) - np.float32(camera.cy)) / np.float32(camera.fy)
+    out = 1.0 / np.sqrt(xs[None, :] ** 2 + ys[:, None] ** 2 + 1.0)
+    out.setflags(write=False)
+    return out
 
 
 @dataclass
@@ -181,15 +194,6 @@ def cast_rays(scene: Scene, R_cw: np.ndarray, C: np.ndarray, dirs: np.ndarray) -
     return best, who
 
 
-@lru_cache(maxsize=8)
-def _view_dirs(camera: CameraModel) -> np.ndarray:
-    """Unit vectors from each pixel's surface point back to the camera, (H, W, 3)."""
-    d = -camera.ray_directions()
-    d /= np.linalg.norm(d, axis=2, keepdims=True)
-    d.setflags(write=False)
-    return d
-
-
 def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -> RenderOutput:
     """Render ``scene`` from a camera at ``C`` (world, metres) whose optical axes are the
     columns of ``R_wc`` (world from camera)."""
@@ -236,9 +240,7 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
     instance = track_of_obj[obj_index]
 
     # Deferred shading: normals and materials only for the visible pixels.
-    normal = np.zeros((H, W, 3), dtype=np.float32)
-    is_plane = (sid >= 0) & (sid < n_planes)
-    normal[is_plane] = plane_n[sid[is_plane]]
+    normal = np.concatenate([plane_n, np.zeros((len(prims) + 1, 3), np.float32)])[sid]
     albedo = np.empty((H, W, 3), dtype=np.float32)
     albedo[:] = scene.sky
     spec = np.zeros((H, W), dtype=np.float32)
@@ -253,33 +255,42 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
         puv = (D[sel] @ e) * zs[:, None] + np.array([pl.e1 @ C, pl.e2 @ C], dtype=np.float32)
         a, s, h = pl.material.evaluate(puv, np.zeros(len(zs), np.int8), scene.bank)
         albedo[sel], spec[sel], shin[sel] = a, s, h
+    nflat = normal.reshape(-1, 3)
+    aflat = albedo.reshape(-1, 3)
+    Dflat = D.reshape(-1, 3)
     for k, p in enumerate(prims):
         x0, y0, x1, y1 = p.rect
-        sel = sid[y0:y1, x0:x1] == n_planes + k
-        if not sel.any():
+        ys, xs = np.nonzero(sid[y0:y1, x0:x1] == n_planes + k)
+        if len(ys) == 0:
             continue
-        d = D[y0:y1, x0:x1][sel].astype(np.float64)
-        pl_ = (z[y0:y1, x0:x1][sel].astype(np.float64)[:, None] * d - p.t) @ p.R
+        idx = (ys + y0) * W + (xs + x0)  # flat pixel indices: faster than boolean views
+        d = Dflat[idx].astype(np.float64)
+        pl_ = (z.reshape(-1)[idx].astype(np.float64)[:, None] * d - p.t) @ p.R
         n_l, uv, part = surface_at(p.kind, p.params, pl_, d @ p.R)
-        normal[y0:y1, x0:x1][sel] = n_l @ p.R.T
-        a, s, h = p.material.evaluate(uv, part, scene.bank)
-        albedo[y0:y1, x0:x1][sel] = a
-        spec[y0:y1, x0:x1][sel] = s
-        shin[y0:y1, x0:x1][sel] = h
+        nflat[idx] = n_l @ p.R.T
+        a, sp, sh = p.material.evaluate(uv, part, scene.bank)
+        aflat[idx] = a
+        spec.reshape(-1)[idx] = sp
+        shin.reshape(-1)[idx] = sh
 
     finite = np.isfinite(z)
     L = (R_cw @ scene.light.direction).astype(np.float32)
-    ndl = np.clip(normal @ L, 0.0, None)
-    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, ndl > 0, D, L)
+    ndl_raw = normal @ L
+    ndl = np.clip(ndl_raw, 0.0, None)
+    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, ndl > 0, sid == 0, D, L)
     up = (R_cw @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
     direct = ndl * lit
     amb = (0.65 + 0.35 * (normal @ up))[..., None] * scene.light.ambient
     color = albedo * (amb + direct[..., None] * scene.light.color)
     if spec.any():
-        hv = _view_dirs(camera) + L
-        hv /= np.linalg.norm(hv, axis=2, keepdims=True)
-        ndh = np.clip(np.einsum("ijk,ijk->ij", normal, hv), 0.0, 1.0)
-        color += (spec * np.power(ndh, shin) * (direct > 0) * lit)[..., None] * scene.light.color
+        # Blinn-Phong with h = (v + L) / |v + L|: n.h = (n.v + n.L) / sqrt(2 + 2 v.L).
+        # The view vector is v = -d / |d| for the pixel ray d.
+        inv_len = _inv_ray_length(camera)
+        ndv = -np.einsum("ijk,ijk->ij", normal, D) * inv_len
+        vdl = -(D @ L) * inv_len
+        ndh = (ndv + ndl_raw) / np.sqrt(np.maximum(2.0 + 2.0 * vdl, 1e-6))
+        np.clip(ndh, 0.0, 1.0, out=ndh)
+        color += (spec * np.power(ndh, shin) * direct)[..., None] * scene.light.color
     color[~finite] = scene.sky
 
     sil_area = np.array([np.count_nonzero(sil & (np.int64(1) << np.int64(i))) if i < 63 else 0
@@ -290,10 +301,11 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
 
 def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
              z: np.ndarray, normal: np.ndarray, obj_index: np.ndarray, facing: np.ndarray,
-             D: np.ndarray, L: np.ndarray) -> np.ndarray:
+             floor: np.ndarray, D: np.ndarray, L: np.ndarray) -> np.ndarray:
     """Fraction of direct light reaching each pixel, (H, W) float32 in [0, 1].
 
-    Only pixels facing the light (``facing``) can be shadowed. Each object tests
+    Only pixels facing the light (``facing``) can be shadowed; ``floor`` marks the
+    floor pixels, which receive the table's shadow. Each object tests
     shadow rays only inside the screen rectangle of its shadow volume (its box swept
     along the light down to the surface it stands on), and first against its
     bounding sphere, so the cost follows object size, not image size. The result is
@@ -350,25 +362,39 @@ def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
             vals[cand[hit_any]] = 0.0
             sub[recv] = vals
     if scene.table is not None:
-        _table_shadow(scene.table, Lw, R_cw, C, z, D, obj_index, facing, shade)
+        _table_shadow(scene.table, Lw, R_cw, C, camera, floor, shade)
     return cv2.GaussianBlur(shade, (0, 0), 1.2)
 
 
-def _table_shadow(tab: TableTop, Lw: np.ndarray, R_cw: np.ndarray, C: np.ndarray, z: np.ndarray,
-                  D: np.ndarray, obj_index: np.ndarray, facing: np.ndarray, shade: np.ndarray) -> None:
-    """The table top's shadow on the floor, found analytically: a floor point is dark
-    if the ray to the light crosses the table-top rectangle."""
-    sel = facing & (obj_index < 0)
-    if not sel.any():
+def _table_shadow(tab: TableTop, Lw: np.ndarray, R_cw: np.ndarray, C: np.ndarray, camera: CameraModel,
+                  floor: np.ndarray, shade: np.ndarray) -> None:
+    """The table top's shadow on the floor (pixels ``floor``), found analytically: the
+    table-top rectangle slid along the light onto z = 0 is a quadrilateral on the floor,
+    so its image is a filled polygon."""
+    c, s = np.cos(tab.yaw), np.sin(tab.yaw)
+    hx, hy = tab.half
+    corners = np.array([[sx * hx, sy * hy] for sx, sy in ((-1, -1), (1, -1), (1, 1), (-1, 1))])
+    xy = corners @ np.array([[c, s], [-s, c]]) + tab.centre
+    top = np.column_stack([xy, np.full(4, tab.height)])
+    on_floor = top - (tab.height / Lw[2]) * Lw[None, :]
+    pc = (on_floor - C) @ R_cw.T
+    if np.any(pc[:, 2] <= 0.05):
+        # Part of the shadow is behind the camera: the polygon would not project
+        # correctly, so test the visible floor points instead.
+        ys, xs = np.nonzero(floor)
+        if len(ys) == 0:
+            return
+        dirs = np.column_stack([(xs - camera.cx) / camera.fx, (ys - camera.cy) / camera.fy, np.ones(len(xs))])
+        dw = dirs @ R_cw
+        t = -C[2] / dw[:, 2]
+        P = C + t[:, None] * dw
+        Q = P[:, :2] + (tab.height / Lw[2]) * Lw[None, :2] - tab.centre
+        qx = c * Q[:, 0] + s * Q[:, 1]
+        qy = -s * Q[:, 0] + c * Q[:, 1]
+        dark = (np.abs(qx) <= hx) & (np.abs(qy) <= hy)
+        shade[ys[dark], xs[dark]] = 0.0
         return
-    P = (z[sel, None] * D[sel]) @ R_cw.astype(np.float32) + C.astype(np.float32)  # world points
-    onfloor = P[:, 2] < 0.02
-    s = (tab.height - P[:, 2]) / Lw[2]
-    Q = P[:, :2] + s[:, None] * Lw[None, :2] - tab.centre
-    c, sn = np.cos(tab.yaw), np.sin(tab.yaw)
-    qx = c * Q[:, 0] + sn * Q[:, 1]
-    qy = -sn * Q[:, 0] + c * Q[:, 1]
-    dark = onfloor & (np.abs(qx) <= tab.half[0]) & (np.abs(qy) <= tab.half[1])
-    vals = shade[sel]
-    vals[dark] = 0.0
-    shade[sel] = vals
+    uv = camera.project(pc)
+    poly = np.zeros(floor.shape, np.uint8)
+    cv2.fillPoly(poly, [np.round(uv * 16).astype(np.int32)], 1, cv2.LINE_8, shift=4)
+    shade[(poly > 0) & floor] = 0.0

@@ -24,7 +24,7 @@ from seg_perception.synth.objects import BUILDERS, DISTRACTORS, Part, SceneObjec
 from seg_perception.synth.render import Light, Plane, Scene, TableTop, cast_rays, object_to_camera, render
 from seg_perception.synth.sensor import (CameraEffects, DepthSensor, apply_camera, sample_effects,
                                          simulate_depth)
-from seg_perception.synth.textures import Material, TextureBank, random_srgb, to_linear
+from seg_perception.synth.textures import Material, pooled_bank, random_srgb, to_linear
 
 # Seed streams, so scene layout, per-frame noise and sequence dynamics never share draws.
 _STREAM_FRAME = 0
@@ -257,7 +257,7 @@ def _place(rng: np.random.Generator, obj: SceneObject, placed: list[SceneObject]
 def sample_scene(rng: np.random.Generator, camera: CameraModel, cfg: SceneConfig,
                  n_objects: int | None = None) -> tuple[_Layout, np.ndarray, np.ndarray]:
     """A random scene and a camera pose (R_wc, C) that looks at its objects."""
-    bank = TextureBank.generate(rng)
+    bank = pooled_bank(int(rng.integers(1 << 30)))
     table_obj = None
     if rng.random() < cfg.table_probability:
         height = float(rng.uniform(0.55, 0.8))
@@ -326,7 +326,7 @@ def _instances(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarra
     R_cw = R_wc.T
     H, W = camera.height, camera.width
     D = camera.ray_directions()
-    result = []
+    todo = []  # (object index, object, mask, area, Ro, to, keypoints_cam, keypoints_px)
     for oi, obj in enumerate(scene.objects):
         if obj.class_name is None or obj.track_id <= 0:
             continue
@@ -334,37 +334,44 @@ def _instances(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarra
         area = int(np.count_nonzero(mask))
         if area < min_pixels:
             continue
-        rows = np.flatnonzero(mask.any(axis=1))
-        cols = np.flatnonzero(mask.any(axis=0))
-        bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
         Ro, to = object_to_camera(obj, R_cw, C)
-        lo, hi = obj.bounds()
-        centroid = Ro @ ((lo + hi) / 2) + to
-        pts = out.z[mask][:, None].astype(np.float64) * D[mask]
-        kp = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)
-        kp3 = np.full((NUM_KEYPOINTS, 3), np.nan, dtype=np.float32)
         P = obj.keypoints @ Ro.T + to
         xy = camera.project(P)
-        idx = list(obj.kp_index)
         if obj.class_name == "box":
             perm = _order_box_corners(xy)
             P, xy = P[perm], xy[perm]
-        t_hit, who = cast_rays(scene, R_cw, C, P / np.maximum(P[:, 2:3], 1e-9))
-        for j, k in enumerate(idx):
+        todo.append((oi, obj, mask, area, Ro, to, P, xy))
+    if not todo:
+        return []
+    # One batch of exact visibility rays through every keypoint of the frame.
+    allP = np.concatenate([t[6] for t in todo])
+    t_hit, who = cast_rays(scene, R_cw, C, allP / np.maximum(allP[:, 2:3], 1e-9))
+    result = []
+    start = 0
+    for oi, obj, mask, area, Ro, to, P, xy in todo:
+        kp = np.zeros((NUM_KEYPOINTS, 3), dtype=np.float32)
+        kp3 = np.full((NUM_KEYPOINTS, 3), np.nan, dtype=np.float32)
+        for j, k in enumerate(obj.kp_index):
             kp3[k] = P[j]
             x, y = xy[j]
             inside = P[j, 2] > 1e-3 and -0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5
             if not inside:
                 continue
             if obj.kp_interior[j]:
-                seen = who[j] == oi
+                seen = who[start + j] == oi
             else:
-                seen = t_hit[j] >= P[j, 2] - (2e-3 + 2e-3 * P[j, 2])
+                seen = t_hit[start + j] >= P[j, 2] - (2e-3 + 2e-3 * P[j, 2])
             kp[k] = (x, y, 2.0 if seen else 1.0)
+        start += len(P)
+        rows = np.flatnonzero(mask.any(axis=1))
+        cols = np.flatnonzero(mask.any(axis=0))
+        bbox = (int(cols[0]), int(rows[0]), int(cols[-1] - cols[0] + 1), int(rows[-1] - rows[0] + 1))
+        lo, hi = obj.bounds()
+        pts = out.z[mask][:, None].astype(np.float64) * D[mask]
         sil = int(out.silhouette_area[oi])
         result.append(InstanceTruth(
             track_id=obj.track_id, class_id=class_id(obj.class_name), class_name=obj.class_name, mask=mask,
-            bbox=bbox, area=area, keypoints=kp, keypoints_3d=kp3, centroid_3d=centroid,
+            bbox=bbox, area=area, keypoints=kp, keypoints_3d=kp3, centroid_3d=Ro @ ((lo + hi) / 2) + to,
             visible_centroid_3d=pts.mean(axis=0), size_3d=hi - lo, rotation=Ro,
             visible_fraction=float(area / max(sil, area, 1))))
     return result

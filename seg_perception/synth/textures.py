@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 TILE = 128  # texels per tile side
+PRINT_TILE = 256  # printed labels need finer detail: they are seen up close
 
 _FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
           cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_PLAIN)
@@ -58,7 +59,7 @@ def random_srgb(rng: np.random.Generator, sat: tuple[float, float] = (0.3, 1.0),
     return rgb.astype(np.float32) / 255.0
 
 
-def print_tile(rng: np.random.Generator, size: int = TILE) -> np.ndarray:
+def print_tile(rng: np.random.Generator, size: int = PRINT_TILE) -> np.ndarray:
     """A (size, size, 3) linear-RGB 'printed packaging' tile: colour blocks, a logo disc
     and lines of random text, so labels carry edges and letters like real products."""
     bg = random_srgb(rng, val=(0.4, 1.0))
@@ -81,9 +82,10 @@ def print_tile(rng: np.random.Generator, size: int = TILE) -> np.ndarray:
         word = "".join(rng.choice(_LETTERS, size=int(rng.integers(3, 9))))
         dark = rng.random() < 0.6
         c = (20, 20, 20) if dark else tuple(int(v) for v in (random_srgb(rng) * 255))
-        cv2.putText(img, word, (int(rng.integers(-10, size // 2)), int(rng.integers(12, size))),
-                    _FONTS[int(rng.integers(len(_FONTS)))], float(rng.uniform(0.4, 1.3)), c,
-                    int(rng.integers(1, 3)), cv2.LINE_AA)
+        k = size / 128.0
+        cv2.putText(img, word, (int(rng.integers(-10, size // 2)), int(rng.integers(int(12 * k), size))),
+                    _FONTS[int(rng.integers(len(_FONTS)))], float(rng.uniform(0.4, 1.3)) * k, c,
+                    int(rng.integers(1, 3) * k), cv2.LINE_AA)
     return to_linear(img.astype(np.float32) / 255.0)
 
 
@@ -103,6 +105,25 @@ class TextureBank:
                  for _ in range(n_grain)]
         prints = [print_tile(rng) for _ in range(n_prints)]
         return TextureBank(noise, grain, prints)
+
+
+_BANK_POOL_SIZE = 48
+_bank_pool: dict[int, TextureBank] = {}
+
+
+def pooled_bank(index: int) -> TextureBank:
+    """One of a fixed pool of texture banks, built on first use from its index alone.
+
+    Building a bank (FFT noise, text rendering) costs several milliseconds; scenes
+    draw one from this pool instead, which keeps generation fast and deterministic
+    (a bank depends only on its index, never on what was generated before).
+    """
+    index = int(index) % _BANK_POOL_SIZE
+    bank = _bank_pool.get(index)
+    if bank is None:
+        bank = TextureBank.generate(np.random.default_rng([0x7E57, index]))
+        _bank_pool[index] = bank
+    return bank
 
 
 def _lookup(tile: np.ndarray, u: np.ndarray, v: np.ndarray, su: float, sv: float) -> np.ndarray:
