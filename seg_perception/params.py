@@ -25,8 +25,14 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
-    # Read-only parameters need a reconfigure (cleanup + configure) to change.
-    read_only: bool = False
+    # When a change takes effect: "frame" (the next frame), "configure" (the next
+    # configure transition: model and backend), "activate" (the next activate:
+    # subscriptions) or "start" (read-only: only at start-up).
+    applies: str = "frame"
+
+    @property
+    def read_only(self) -> bool:
+        return self.applies == "start"
 
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not acceptable, or None if it is."""
@@ -45,13 +51,13 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec("autostart", True, "Configure and activate on start-up, without a lifecycle manager.", read_only=True),
+    ParamSpec("autostart", True, "Configure and activate on start-up, without a lifecycle manager.", applies="start"),
     # Model and backend
-    ParamSpec("model_path", "", "ONNX model, TensorRT engine or .pth checkpoint; its metadata JSON lies beside it. Empty: the shipped default model.", read_only=True),
-    ParamSpec("backend", "auto", "Inference backend; 'auto' picks the fastest one installed.", choices=("auto", "onnxruntime", "tensorrt", "torch"), read_only=True),
-    ParamSpec("device", "cpu", "Device for the torch/onnxruntime backends: 'cpu', 'cuda' or 'cuda:N'.", read_only=True),
-    ParamSpec("precision", "fp32", "Numeric precision where the backend supports it.", choices=("fp32", "fp16", "int8"), read_only=True),
-    ParamSpec("threads", 0, "CPU threads for inference; 0 lets the backend decide.", min=0, max=256, read_only=True),
+    ParamSpec("model_path", "", "ONNX model, TensorRT engine or .pth checkpoint; its metadata JSON lies beside it. Empty: the shipped default model.", applies="configure"),
+    ParamSpec("backend", "auto", "Inference backend; 'auto' picks the fastest one installed.", choices=("auto", "onnxruntime", "tensorrt", "torch"), applies="configure"),
+    ParamSpec("device", "cpu", "Device for the torch/onnxruntime backends: 'cpu', 'cuda' or 'cuda:N'.", applies="configure"),
+    ParamSpec("precision", "fp32", "Numeric precision where the backend supports it.", choices=("fp32", "fp16", "int8"), applies="configure"),
+    ParamSpec("threads", 0, "CPU threads for inference; 0 lets the backend decide.", min=0, max=256, applies="configure"),
     # Post-processing
     ParamSpec("score_threshold", 0.3, "Minimum class score of a published instance.", min=0.0, max=1.0),
     ParamSpec("nms_iou_threshold", 0.5, "Box IoU above which Fast NMS suppresses the lower-scored instance of a class.", min=0.0, max=1.0),
@@ -66,9 +72,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_markers", True, "Publish debug/markers (only computed while someone subscribes)."),
     ParamSpec("marker_depth", 1.0, "Distance (m) of the plane 2D markers are drawn on when no depth is given.", min=0.05, max=100.0),
     # Input
-    ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", read_only=True),
-    ParamSpec("input_reliability", "auto", "Input QoS reliability; 'auto' matches what the camera's publishers offer.", choices=("auto", "reliable", "best_effort"), read_only=True),
-    ParamSpec("input_queue_depth", 1, "Input subscription history depth (the node keeps only the newest frame).", min=1, max=100, read_only=True),
+    ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", applies="activate"),
+    ParamSpec("input_reliability", "auto", "Input QoS reliability; 'auto' matches what the camera's publishers offer.", choices=("auto", "reliable", "best_effort"), applies="activate"),
+    ParamSpec("input_queue_depth", 1, "Input subscription history depth (the node keeps only the newest frame).", min=1, max=100, applies="activate"),
     ParamSpec("max_image_pixels", 7680 * 4320, "Frames with more pixels than this are refused (protects memory).", min=1, max=1 << 30),
     # Diagnostics and logging
     ParamSpec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", min=0.1, max=60.0),
@@ -135,3 +141,15 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def markdown_table() -> str:
+    """The README's parameter table, generated so it cannot drift from the declarations."""
+    when = {"frame": "next frame", "configure": "next configure", "activate": "next activate", "start": "start-up only"}
+    rows = ["| name | default | range / choices | applies | description |", "| --- | --- | --- | --- | --- |"]
+    for p in PARAMETERS:
+        rng = f"{p.min:g} .. {p.max:g}" if p.min is not None else ", ".join(p.choices)
+        d = p.default
+        dv = '""' if d == "" else (str(d).lower() if isinstance(d, bool) else str(d))
+        rows.append(f"| `{p.name}` | `{dv}` | {rng} | {when[p.applies]} | {p.description} |")
+    return "\n".join(rows) + "\n"

@@ -22,9 +22,41 @@ YOLACT_OUTPUTS = {
     "protos": "(B, Hp, Wp, P) float32 prototypes (ReLU)",
     "keypoints": "(B, N, K, 3) float32 x, y normalised, visibility probability (only if K > 0)",
 }
+# The raw-output contract for ``output_format == "roi"``: box-first models (CenterMask,
+# CenterMask-Lite) that run detection, NMS and the per-box heads inside the graph.
+# D = detections per image, a constant of the graph (the model's post-NMS top-k);
+# rows are sorted by the detector's score and padded with score 0. NMS is in the
+# graph because the mask and keypoint heads must only see the boxes that survive
+# it: without it the D slots fill with duplicates of the few largest objects.
+# Post-processing (``core.postprocess_roi``) thresholds, pastes each mask into its
+# box at source resolution and decodes keypoints from the heatmaps.
+ROI_OUTPUTS = {
+    "boxes": "(B, D, 4) float32 x1, y1, x2, y2 normalised to [0, 1] of the network input, after NMS, not clipped",
+    "scores": "(B, D) float32 detection score (times the predicted mask IoU when the model has a MaskIoU head); 0 marks padding",
+    "classes": "(B, D) float32 class index (an integer value)",
+    "masks": "(B, D, M, M) float32 mask probabilities of the detection's class; the M x M grid spans the box",
+    "keypoint_heatmaps": "(B, D, K, S, S) float32 keypoint logits; the S x S grid spans the box (only if K > 0)",
+}
+OUTPUT_FORMATS = ("yolact", "roi")
 # Network input: "images", (B, H, W, 3) uint8 RGB, already resized to input size;
 # normalisation (mean/std below, RGB order, 0-255 scale) happens inside the graph.
 INPUT_NAME = "images"
+
+# The 80 COCO object categories in the order of the contiguous ids 0..79 that
+# YOLACT and detectron2 models predict (COCO category ids 1..90 with the gaps removed).
+COCO_CLASSES = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat",
+    "dog", "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack",
+    "umbrella", "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball",
+    "kite", "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket",
+    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair",
+    "couch", "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse",
+    "remote", "keyboard", "cell phone", "microwave", "oven", "toaster", "sink",
+    "refrigerator", "book", "clock", "vase", "scissors", "teddy bear", "hair drier",
+    "toothbrush",
+]
 
 COCO_PERSON_KEYPOINTS = [
     "nose", "left_eye", "right_eye", "left_ear", "right_ear",
@@ -57,6 +89,9 @@ class ModelMetadata:
     # Optional: class name -> indices of the keypoints that class uses (per-class
     # grasp keypoints); absent means every class uses every keypoint.
     class_keypoints: dict[str, list[int]] = field(default_factory=dict)
+    # Optional (YOLACT++): file name, beside the model, of the MaskIoU re-scoring
+    # weights that ``core.mask_rescoring`` runs after NMS; empty: no re-scoring.
+    maskiou_weights: str = ""
 
     def __post_init__(self) -> None:
         self.skeleton = [(int(a), int(b)) for a, b in self.skeleton]
@@ -70,6 +105,8 @@ class ModelMetadata:
             raise ValueError("model metadata lists no class names")
         if self.input_width <= 0 or self.input_height <= 0:
             raise ValueError(f"bad input size {self.input_width}x{self.input_height}")
+        if self.output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown output_format {self.output_format!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
 
     @property
     def num_classes(self) -> int:
@@ -98,6 +135,36 @@ class ModelMetadata:
             return ModelMetadata(**raw)
         except TypeError as exc:
             raise ValueError(f"model metadata file {path} has unexpected fields: {exc}") from None
+
+
+def output_names_for(metadata: ModelMetadata) -> list[str]:
+    """The raw outputs a model with this metadata provides, in graph order."""
+    if metadata.output_format == "roi":
+        names = ["boxes", "scores", "classes", "masks"]
+        return names + ["keypoint_heatmaps"] if metadata.num_keypoints else names
+    names = ["boxes", "scores", "mask_coeffs", "protos"]
+    return names + ["keypoints"] if metadata.num_keypoints else names
+
+
+def output_trailing_dims(metadata: ModelMetadata) -> dict[str, list[int | None]]:
+    """Per output, its trailing dimensions as the metadata fixes them (None: any size).
+
+    For checking a graph's or engine's outputs against the metadata before running it.
+    """
+    if metadata.output_format == "roi":
+        dims: dict[str, list[int | None]] = {"boxes": [4], "scores": [], "classes": [], "masks": [None, None]}
+        if metadata.num_keypoints:
+            dims["keypoint_heatmaps"] = [metadata.num_keypoints, None, None]
+        return dims
+    dims = {
+        "boxes": [4],
+        "scores": [metadata.num_classes],
+        "mask_coeffs": [metadata.num_prototypes],
+        "protos": [metadata.num_prototypes],
+    }
+    if metadata.num_keypoints:
+        dims["keypoints"] = [metadata.num_keypoints, 3]
+    return dims
 
 
 def metadata_path_for(model_path: str | Path) -> Path:

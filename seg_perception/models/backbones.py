@@ -9,6 +9,11 @@ dbolya/yolact's ``ResNetBackbone`` so its published checkpoints load key for key
 
 ``stage`` counts from 0 (torchvision's ``layer1`` is ``layers.0``). Use
 ``state_dict_from_torchvision`` to initialise from an ImageNet torchvision state dict.
+
+YOLACT++ swaps the 3x3 ``conv2`` of some bottlenecks for a modulated deformable conv
+(``models.dcn``), chosen by the official ``ResNetBackbone._make_layer`` rule with
+per-stage ``dcn_layers`` and a ``dcn_interval`` (``dcn_blocks`` reproduces it); those
+blocks carry ``conv2.weight``, ``conv2.bias`` and ``conv2.conv_offset_mask.*``.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 from torch import Tensor, nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from seg_perception.models.dcn import ModulatedDeformConv2d
 
 # Blocks per stage, as in the ResNet paper (and torchvision / the official configs).
 RESNET_DEPTHS: dict[int, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
@@ -40,8 +47,14 @@ class ResNetBackbone(nn.Module):
         block: type[nn.Module],
         blocks_per_stage: Sequence[int],
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        dcn_layers: Sequence[int] = (0, 0, 0, 0),
+        dcn_interval: int = 1,
     ) -> None:
         super().__init__()
+        if len(dcn_layers) != len(blocks_per_stage):
+            raise ValueError(f"dcn_layers needs one entry per stage ({len(blocks_per_stage)}), got {list(dcn_layers)}")
+        if any(dcn_layers) and block is not Bottleneck:
+            raise ValueError("deformable convolutions are only supported in Bottleneck blocks (ResNet-50/101)")
         self._norm_layer = norm_layer
         self.inplanes = 64
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
@@ -51,7 +64,12 @@ class ResNetBackbone(nn.Module):
         self.layers = nn.ModuleList()
         self.channels: list[int] = []
         for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
-            self.layers.append(self._make_stage(block, planes, count, stride=1 if stage == 0 else 2))
+            stage_module = self._make_stage(block, planes, count, stride=1 if stage == 0 else 2)
+            for index in dcn_blocks(count, dcn_layers[stage], dcn_interval):
+                blk = stage_module[index]
+                # torchvision's Bottleneck strides its 3x3 conv, as the official one does.
+                blk.conv2 = ModulatedDeformConv2d(planes, planes, kernel_size=3, stride=blk.stride, padding=1)
+            self.layers.append(stage_module)
             self.channels.append(planes * block.expansion)  # type: ignore[attr-defined]
 
     def _make_stage(self, block: type[nn.Module], planes: int, count: int, stride: int) -> nn.Sequential:
@@ -76,13 +94,30 @@ class ResNetBackbone(nn.Module):
         return outs
 
 
-def resnet_backbone(depth: int) -> ResNetBackbone:
-    """ResNet-18/34/50/101 trunk with random weights (see ``state_dict_from_torchvision``)."""
+def dcn_blocks(blocks: int, dcn_layers: int, dcn_interval: int = 1) -> list[int]:
+    """Indices of the blocks of one stage whose 3x3 conv is deformable (official YOLACT++ rule).
+
+    Block 0 when ``dcn_layers >= blocks``; block ``i >= 1`` when ``i + dcn_layers >= blocks``
+    and ``i % dcn_interval == 0``. So ``dcn_layers`` counts blocks from the end of the
+    stage and ``dcn_interval`` thins them out: ResNet-101 with ``[0, 4, 23, 3]`` and
+    interval 3 gets DCN in blocks 0, 3 of stage 1, 0, 3, ..., 21 of stage 2 and 0 of stage 3.
+    """
+    if dcn_interval < 1:
+        raise ValueError(f"dcn_interval must be >= 1, got {dcn_interval}")
+    chosen = [0] if dcn_layers >= blocks else []
+    return chosen + [i for i in range(1, blocks) if i + dcn_layers >= blocks and i % dcn_interval == 0]
+
+
+def resnet_backbone(depth: int, dcn_layers: Sequence[int] = (0, 0, 0, 0), dcn_interval: int = 1) -> ResNetBackbone:
+    """ResNet-18/34/50/101 trunk with random weights (see ``state_dict_from_torchvision``).
+
+    ``dcn_layers``/``dcn_interval``: deformable 3x3 convs as in YOLACT++ (see ``dcn_blocks``).
+    """
     try:
         block, blocks = RESNET_DEPTHS[depth]
     except KeyError:
         raise ValueError(f"no ResNet-{depth}; choose one of {sorted(RESNET_DEPTHS)}") from None
-    return ResNetBackbone(block, blocks)
+    return ResNetBackbone(block, blocks, dcn_layers=dcn_layers, dcn_interval=dcn_interval)
 
 
 def resnet_feature_size(size: int, stride: int) -> int:
@@ -130,6 +165,7 @@ __all__ = [
     "ResNetBackbone",
     "RESNET_DEPTHS",
     "resnet_backbone",
+    "dcn_blocks",
     "resnet_feature_size",
     "state_dict_from_torchvision",
     "freeze_batchnorm",

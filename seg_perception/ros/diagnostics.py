@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ OK, WARN, ERROR = 0, 1, 2
 _LEVEL_NAMES = {OK: "OK", WARN: "WARN", ERROR: "ERROR"}
 
 
+_DIGITS = re.compile(r"\d+")
+
+
 @dataclass
 class Problem:
     level: int
@@ -20,7 +24,6 @@ class Problem:
     first: float
     last: float
     count: int = 1
-    last_logged: float = float("-inf")
 
 
 class ProblemBook:
@@ -35,24 +38,33 @@ class ProblemBook:
         self.throttle = throttle
         self.hold = hold
         self._problems: dict[str, Problem] = {}
+        self._logged: dict[tuple[str, str], tuple[float, int]] = {}  # message shape -> (last logged, repeats)
         self._lock = threading.Lock()
         self.total = 0
 
     def report(self, kind: str, level: int, message: str, now: float | None = None) -> str | None:
-        """Record a problem; return the line to log now, or None while throttled."""
+        """Record a problem; return the line to log now, or None while throttled.
+
+        Diagnostics keep the latest problem of each ``kind``; the log throttles each
+        distinct message (numbers ignored), so a new kind of fault is always logged.
+        """
         now = time.monotonic() if now is None else now
+        shape = (kind, _DIGITS.sub("#", message))
         with self._lock:
             self.total += 1
             p = self._problems.get(kind)
             if p is None or now - p.last > self.hold:
-                p = self._problems[kind] = Problem(level, message, now, now, count=1)
+                p = self._problems[kind] = Problem(level, message, now, now)
             else:
                 p.level, p.message, p.last = level, message, now
                 p.count += 1
-            if now - p.last_logged < self.throttle:
+            last_logged, repeats = self._logged.get(shape, (float("-inf"), 0))
+            if now - last_logged < self.throttle:
+                self._logged[shape] = (last_logged, repeats + 1)
                 return None
-            repeats = p.count - 1
-            p.last_logged, p.count = now, 1
+            if len(self._logged) > 512:  # bounded: messages carry topic names and sizes
+                self._logged.clear()
+            self._logged[shape] = (now, 0)
         suffix = f" ({repeats} more since the last report)" if repeats > 0 else ""
         return f"{message}{suffix}"
 

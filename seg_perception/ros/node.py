@@ -8,6 +8,7 @@ stays bounded when the camera is faster than the model.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from typing import Any
@@ -48,7 +49,10 @@ def _descriptor(spec: param_specs.ParamSpec) -> ParameterDescriptor:
     desc = spec.description
     if spec.choices:
         desc += f" One of: {', '.join(spec.choices)}."
-    d = ParameterDescriptor(description=desc, read_only=spec.read_only)
+    # dynamic_typing: a value of the wrong type reaches our callback, which refuses
+    # it with a reason naming the parameter (rclpy's own check says only "Wrong
+    # parameter type, expected '2' got '4'").
+    d = ParameterDescriptor(description=desc, read_only=spec.read_only, dynamic_typing=True)
     if spec.min is not None and isinstance(spec.default, float):
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
     elif spec.min is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
@@ -253,6 +257,13 @@ class SegPerceptionNode(LifecycleNode):
                      "Fix: set input_reliability:=auto or best_effort, or make the camera publish reliable.")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        k = msg.k
+        if not (math.isfinite(k[0]) and math.isfinite(k[4]) and k[0] > 0 and k[4] > 0) or msg.width == 0 or msg.height == 0:
+            self._report("camera_info", WARN,
+                         f"ignoring camera_info on {self.resolve_topic_name('camera_info')}: size {msg.width}x{msg.height}, "
+                         f"fx={k[0]}, fy={k[4]} (needs a size and positive focal lengths)")
+            self._camera_info = None
+            return
         self._camera_info = msg
 
     def _on_image(self, msg: Image | CompressedImage) -> None:
@@ -282,6 +293,7 @@ class SegPerceptionNode(LifecycleNode):
             return
         detections = pipeline(rgb)
         height, width = rgb.shape[:2]
+        k = self._intrinsics_for(width, height)
         md = pipeline.metadata
         instances, keypoints = conversions.detections_to_msgs(
             detections, msg.header, width, height, md, self.p("mask_encoding"))
@@ -294,7 +306,6 @@ class SegPerceptionNode(LifecycleNode):
                                    keypoint_threshold=self.p("keypoint_score_threshold"))
             pubs["debug_image"].publish(conversions.rgb_to_image_msg(overlay, msg.header))
         if self.p("publish_markers") and pubs["markers"].get_subscription_count() > 0:
-            k = self._camera_info.k if self._camera_info is not None else None
             pubs["markers"].publish(detections_to_markers(
                 detections, msg.header, md.class_names, md.skeleton, intrinsics_or_guess(k, width, height),
                 depth=self.p("marker_depth"), keypoint_threshold=self.p("keypoint_score_threshold")))
@@ -302,6 +313,18 @@ class SegPerceptionNode(LifecycleNode):
         self._output_stats.add()
         self._latency.add(time.monotonic() - received)
         self._problems.clear("inference")
+
+    def _intrinsics_for(self, width: int, height: int) -> list[float] | None:
+        """The camera_info K if it describes this image size, else None (and a warning)."""
+        info = self._camera_info
+        if info is None:
+            return None
+        if (info.width, info.height) != (width, height):
+            self._report("camera_info", WARN,
+                         f"camera_info is for {info.width}x{info.height} but images are {width}x{height}; "
+                         "not using it (check the camera_info remapping)")
+            return None
+        return list(info.k)
 
     def _check_header(self, msg: Image | CompressedImage) -> None:
         stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec

@@ -1,8 +1,9 @@
 """Replay recorded frames into a running node over real topics and collect its outputs.
 
-Used by ``seg-perception demo`` and the tests: the node runs in its own process
-exactly as ``ros2 launch`` would start it; this process plays the camera and
-listens like a downstream consumer.
+Used by ``seg-perception demo``, ``seg-perception regress --through-ros`` and the
+tests: the node runs in its own process exactly as ``ros2 launch`` would start it;
+this process plays the camera (and, for ``use_sim_time``, the clock) and listens
+like a downstream consumer.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
@@ -81,7 +83,10 @@ class CameraAndConsumer:
     def __init__(self, namespace: str = "", image_topic: str = "image", camera_info_topic: str = "camera_info",
                  compressed: bool = False,
                  camera_reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE,
-                 subscribe_debug_image: bool = False, node_name: str = "seg_perception_player") -> None:
+                 subscribe_debug_image: bool = False, node_name: str = "seg_perception_player",
+                 clock_topic: str | None = None) -> None:
+        """``clock_topic``: also publish ``rosgraph_msgs/Clock`` there (``publish_clock``),
+        for a node started with ``use_sim_time``; None publishes no clock."""
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node(node_name, namespace=namespace, context=self.context)
@@ -91,6 +96,7 @@ class CameraAndConsumer:
         topic = f"{image_topic}/compressed" if compressed else image_topic
         self.image_pub = self.node.create_publisher(CompressedImage if compressed else Image, topic, camera_qos)
         self.info_pub = self.node.create_publisher(CameraInfo, camera_info_topic, 5)
+        self.clock_pub = self.node.create_publisher(Clock, clock_topic, 10) if clock_topic else None
         self.node.create_subscription(InstanceArray, "instances", self._on("instances"), 10)
         self.node.create_subscription(PoseKeypointsArray, "keypoints", self._on("keypoints"), 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -135,6 +141,25 @@ class CameraAndConsumer:
             time.sleep(0.02)
         return False
 
+    def publish_clock(self, stamp_ns: int) -> None:
+        """Publish the simulated time (nanoseconds); needs ``clock_topic``."""
+        if self.clock_pub is None:
+            raise RuntimeError("this player was created without a clock_topic")
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = int(stamp_ns // 1_000_000_000), int(stamp_ns % 1_000_000_000)
+        self.clock_pub.publish(msg)
+
+    def instances_for(self, stamp: tuple[int, int], occurrence: int = 0) -> InstanceArray | None:
+        """The ``occurrence``-th InstanceArray received with header stamp ``(sec, nanosec)``."""
+        with self._cond:
+            same = [m for m in self.received.instances if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
+        return same[occurrence] if occurrence < len(same) else None
+
+    def keypoints_for(self, stamp: tuple[int, int], occurrence: int = 0) -> PoseKeypointsArray | None:
+        with self._cond:
+            same = [m for m in self.received.keypoints if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp]
+        return same[occurrence] if occurrence < len(same) else None
+
     def publish(self, msg: Image | CompressedImage, camera_info: CameraInfo | None = None) -> None:
         if camera_info is not None:
             camera_info.header = msg.header
@@ -172,3 +197,40 @@ def replay_in_lockstep(player: CameraAndConsumer, frames: Iterable[Image | Compr
         if on_frame is not None:
             on_frame(i, out)
     return results
+
+
+def replay_timed(player: CameraAndConsumer, frames: Iterable[tuple[int, Image | CompressedImage]], rate: float,
+                 clock: bool = False, clock_period: float = 0.02,
+                 on_publish: Callable[[int], None] | None = None) -> int:
+    """Publish ``(bag_time_ns, message)`` frames spaced as recorded, ``rate`` times real time.
+
+    As ``ros2 bag play --rate``: a frame goes out when the wall time since the first
+    frame reaches its bag-time offset divided by ``rate``. With ``clock``, the
+    simulated time (the bag time) is published every ``clock_period`` seconds and
+    right before each frame, like ``ros2 bag play --clock``. The node keeps only the
+    newest frame, so frames it cannot keep up with are dropped, as on the robot.
+    ``frames`` may be a generator (read lazily); returns the number published.
+    """
+    if rate <= 0:
+        raise ValueError(f"rate must be > 0 (got {rate}); use replay_in_lockstep for a lockstep replay")
+    bag_start: int | None = None
+    wall_start = 0.0
+    count = 0
+    for i, (bag_ns, msg) in enumerate(frames):
+        if bag_start is None:
+            bag_start, wall_start = bag_ns, time.monotonic()
+        due = wall_start + (bag_ns - bag_start) / 1e9 / rate
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                break
+            if clock:
+                player.publish_clock(bag_start + int((now - wall_start) * rate * 1e9))
+            time.sleep(min(clock_period, due - now) if clock else due - now)
+        if clock:
+            player.publish_clock(bag_ns)
+        player.publish(msg)
+        count += 1
+        if on_publish is not None:
+            on_publish(i)
+    return count

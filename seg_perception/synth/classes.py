@@ -51,6 +51,10 @@ CLASS_KEYPOINTS: dict[str, list[int]] = {
     "banana": [15, 16],
 }
 
+# Keypoints inside the solid rather than on its surface (a grasp centre): they count
+# as visible when the camera sees their object there, not when nothing is in front.
+INTERIOR_KEYPOINTS: frozenset[str] = frozenset({"bottle_neck", "ball_centre"})
+
 NUM_CLASSES = len(CLASS_NAMES)
 NUM_KEYPOINTS = len(KEYPOINT_NAMES)
 

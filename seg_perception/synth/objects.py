@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from seg_perception.synth.classes import CLASS_KEYPOINTS
+from seg_perception.synth.classes import CLASS_KEYPOINTS, INTERIOR_KEYPOINTS, KEYPOINT_NAMES
 from seg_perception.synth.geometry import rot_axis, rot_x, rot_y, rot_z
 from seg_perception.synth.primitives import (BOX_FACES, PART_BOTTOM, PART_INNER_FLOOR,
                                               PART_INNER_WALL, PART_TOP, local_bounds)
@@ -30,6 +30,10 @@ class Part:
     material: Material
     R: np.ndarray = field(default_factory=lambda: np.eye(3))
     t: np.ndarray = field(default_factory=lambda: np.zeros(3))
+
+    def __post_init__(self) -> None:
+        # Plain floats: NumPy scalars would silently promote float32 ray maths to float64.
+        self.params = tuple(float(v) for v in self.params)
 
 
 @dataclass
@@ -54,9 +58,11 @@ class SceneObject:
     radius: float = 0.0
     track_id: int = 0
     casts_shadow: bool = True
+    _bounds: tuple[np.ndarray, np.ndarray] | None = field(default=None, init=False, repr=False, compare=False)
 
     def transform_local(self, R: np.ndarray, t: np.ndarray) -> None:
         """Re-express the object in a new object frame: x_new = R x_old + t."""
+        self._bounds = None
         for p in self.parts:
             p.R = R @ p.R
             p.t = R @ p.t + t
@@ -64,9 +70,29 @@ class SceneObject:
             self.keypoints = self.keypoints @ R.T + t
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
-        """Axis-aligned bounds (lo, hi) of the object in its own frame, metres."""
+        """Axis-aligned bounds (lo, hi) of the object in its own frame, metres.
+
+        Cached: parts only change through ``transform_local`` (which resets the
+        cache) or by spinning a sphere about its centre (which keeps its box)."""
+        cached = self._bounds
+        if cached is None:
+            cached = self._bounds = self._compute_bounds()
+        return cached
+
+    def _compute_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         pts = []
         for p in self.parts:
+            if p.kind == "ellipsoid":  # exact: a spinning ball keeps its box
+                half = np.sqrt(((p.R * np.asarray(p.params)) ** 2).sum(axis=1))
+                pts.append(np.stack([p.t - half, p.t + half]))
+                continue
+            if p.kind == "frustum":  # exact: the union of the two end discs' boxes
+                axis = p.R[:, 2]
+                spread = np.sqrt(np.clip(1.0 - axis ** 2, 0.0, 1.0))
+                for zc, rc in ((0.0, p.params[0]), (p.params[2], p.params[1])):
+                    c = p.t + axis * zc
+                    pts.append(np.stack([c - rc * spread, c + rc * spread]))
+                continue
             lo, hi = local_bounds(p.kind, p.params)
             corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
             pts.append(corners @ p.R.T + p.t)
@@ -281,7 +307,7 @@ def build_banana(rng: np.random.Generator, bank: TextureBank) -> SceneObject:
     """A curved chain of overlapping ellipsoids lying on its side, with a stem."""
     rarc, arc = _u(rng, 0.10, 0.18), np.radians(_u(rng, 50, 90))
     bend = 1.0 if rng.random() < 0.5 else -1.0  # which way the banana curves
-    n, rmax = 7, _u(rng, 0.015, 0.021)
+    n, rmax = 11, _u(rng, 0.015, 0.021)
     seg = rarc * arc / n
     yellow = to_linear(np.array([0.95, 0.83, 0.22]) if rng.random() > 0.25 else np.array([0.75, 0.82, 0.25]))
     spots = to_linear(np.array([0.45, 0.32, 0.12]))
@@ -292,9 +318,10 @@ def build_banana(rng: np.random.Generator, bank: TextureBank) -> SceneObject:
     for i in range(n):
         s = (i + 0.5) / n
         phi = -arc / 2 + arc * s
-        r = rmax * (0.35 + 0.65 * np.sin(np.pi * s) ** 0.6)
+        r = rmax * (0.3 + 0.7 * np.sin(np.pi * s) ** 0.5)
         c = np.array([rarc * np.sin(phi), bend * rarc * (1 - np.cos(phi)), r * 0.9])
-        a = 0.8 * seg if 0 < i < n - 1 else 0.9 * seg
+        # Long overlapping segments so the chain reads as one smooth body.
+        a = 1.6 * seg if 0 < i < n - 1 else 1.2 * seg
         parts.append(Part("ellipsoid", (a, r, r * 0.9), ends if i == n - 1 else skin, R=rot_z(bend * phi), t=c))
         centres.append(c)
         tangents.append(np.array([np.cos(phi), bend * np.sin(phi), 0.0]))
@@ -363,4 +390,5 @@ def build_object(class_name: str, rng: np.random.Generator, bank: TextureBank) -
     """A random instance of ``class_name`` in its object frame, radius filled in."""
     obj = BUILDERS[class_name](rng, bank)
     obj.radius = obj.footprint_radius()
+    assert obj.kp_interior == [KEYPOINT_NAMES[k] in INTERIOR_KEYPOINTS for k in obj.kp_index]
     return obj

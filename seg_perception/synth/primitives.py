@@ -11,9 +11,11 @@ Rays are ``o + t d``; ``o`` is ``(3,)`` (all rays from one point: the camera) or
 frame and metres. ``d`` need not be unit length: camera rays use dz = 1 in the
 optical frame so that ``t`` is the depth, and a rigid change of frame keeps ``t``.
 
-Each routine returns ``Hit``: ``t`` (N,) with ``inf`` for a miss, the local surface
-normal facing the ray (N, 3), surface coordinates ``uv`` (N, 2) in metres for
-texturing, and a small integer ``part`` naming the patch (texture selection).
+``intersect`` returns ``Hit``: ``t`` (N,) with ``inf`` for a miss, the local outward
+surface normal (N, 3), surface coordinates ``uv`` (N, 2) in metres for texturing,
+and a small integer ``part`` naming the patch (texture selection). The renderer
+uses the cheaper pair ``ray_t`` (depth only) and ``surface_at`` (attributes of the
+visible pixels only).
 """
 
 from __future__ import annotations
@@ -103,20 +105,14 @@ def intersect(kind: str, params: tuple[float, ...], o: np.ndarray, d: np.ndarray
               attrs: bool = True) -> Hit:
     """First hit of rays ``o + t d`` with a primitive in its local frame (see module doc)."""
     n = d.shape[0]
-    o = np.asarray(o, dtype=np.float64)
+    # float32 rays (the z-buffer pass) stay float32: half the memory traffic, and
+    # 1e-7 relative precision is far below a pixel; float64 rays stay float64.
+    dtype = np.float32 if d.dtype == np.float32 else np.float64
+    o = np.asarray(o, dtype=dtype)
     # Component arrays: contiguous 1-D columns are several times faster than (N, 3) ops.
-    dc = np.ascontiguousarray(d.T, dtype=np.float64)
+    dc = np.ascontiguousarray(d.T, dtype=dtype)
     oc = (np.ascontiguousarray(o.T) if o.ndim == 2 else o.reshape(3))
-    if kind == "box":
-        t = _box_t(params, oc, dc)
-    elif kind == "frustum":
-        t = _frustum_t(params, oc, dc)
-    elif kind == "ellipsoid":
-        t = _ellipsoid_t(params, oc, dc)
-    elif kind == "ring":
-        t = _ring_t(params, oc, dc)
-    else:
-        raise ValueError(f"unknown primitive kind {kind!r}")
+    t = ray_t(kind, params, oc, dc)
     if not attrs:
         return Hit(t, None, None, None)
     hit = np.isfinite(t)
@@ -126,9 +122,27 @@ def intersect(kind: str, params: tuple[float, ...], o: np.ndarray, d: np.ndarray
     return Hit(t, normal, uv, part)
 
 
+def ray_t(kind: str, params: tuple[float, ...], o, d) -> np.ndarray:
+    """Ray parameter of the first hit (inf = miss), in component form.
+
+    ``o`` and ``d`` are 3-sequences (x, y, z) of scalars or equally shaped arrays
+    (any shape: the renderer passes 2D pixel blocks); the result has that shape.
+    This is the fast path; ``intersect`` wraps it for (N, 3) arrays.
+    """
+    if kind == "box":
+        return _box_t(params, o, d)
+    if kind == "frustum":
+        return _frustum_t(params, o, d)
+    if kind == "ellipsoid":
+        return _ellipsoid_t(params, o, d)
+    if kind == "ring":
+        return _ring_t(params, o, d)
+    raise ValueError(f"unknown primitive kind {kind!r}")
+
+
 def _box_t(params, o, d) -> np.ndarray:
-    tnear = np.full(d.shape[1], -np.inf)
-    tfar = np.full(d.shape[1], np.inf)
+    tnear = np.full(d[0].shape, -np.inf, dtype=d[0].dtype)
+    tfar = np.full(d[0].shape, np.inf, dtype=d[0].dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         for a in range(3):
             h = params[a]
@@ -148,7 +162,7 @@ def _frustum_t(params, o, d) -> np.ndarray:
     ox, oy, oz = o[0], o[1], o[2]
     dx, dy, dz = d[0], d[1], d[2]
     k = (r1 - r0) / hgt
-    best = np.full(d.shape[1], np.inf)
+    best = np.full(d[0].shape, np.inf, dtype=d[0].dtype)
     # Outer side: x^2 + y^2 = (r0 + k z)^2, 0 <= z <= h.
     rz0 = r0 + k * oz
     a_xy = dx * dx + dy * dy
@@ -199,7 +213,7 @@ def _ring_t(params, o, d) -> np.ndarray:
     ri, ro, w = params
     ox, oy, oz = o[0], o[1], o[2]
     dx, dy, dz = d[0], d[1], d[2]
-    best = np.full(d.shape[1], np.inf)
+    best = np.full(d[0].shape, np.inf, dtype=d[0].dtype)
     a = dx * dx + dz * dz
     b = 2.0 * (ox * dx + oz * dz)
     c0 = ox * ox + oz * oz
@@ -221,67 +235,79 @@ def _ring_t(params, o, d) -> np.ndarray:
     return best
 
 
-def _face_ray(n: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Unit normals flipped to face against the ray, so shading sees the lit side."""
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    n = n / np.maximum(norm, 1e-12)
-    flip = np.einsum("ij,ij->i", n, d) > 0.0
-    n[flip] *= -1.0
-    return n
-
-
 def surface_at(kind: str, params: tuple[float, ...], p: np.ndarray,
                d: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Normal (facing the ray), surface coordinates and part at local hit points.
+    """Outward unit normal, surface coordinates and part at local hit points.
 
     The renderer's depth pass only needs ``t``; normals and texture coordinates are
-    computed here once per *visible* pixel from the hit point ``p`` (N, 3) and ray
-    direction ``d`` (N, 3), both local. The patch a point lies on is the one it is
-    closest to, which is exact away from edges and harmless on them (texture only).
+    computed here once per *visible* pixel from the hit point ``p`` (N, 3), local.
+    The camera is always outside the solids, so the outward normal is the one facing
+    it (``d``, the ray direction, is accepted for interface stability). The patch a
+    point lies on is the one it is closest to: exact away from edges and harmless on
+    them (it only selects texture and normal).
     """
     x, y, z = p[:, 0], p[:, 1], p[:, 2]
-    n = np.zeros_like(p)
+    one = np.ones_like(x)
+    zero = np.zeros_like(x)
     if kind == "box":
-        h = np.asarray(params[:3], dtype=np.float64)
-        axis = np.argmax(np.abs(p) / h, axis=1)
-        rows = np.arange(len(p))
-        sgn = np.sign(p[rows, axis])
-        n[rows, axis] = sgn
-        uv = np.where((axis == 0)[:, None], p[:, [1, 2]], np.where((axis == 1)[:, None], p[:, [0, 2]], p[:, [0, 1]]))
-        part = (axis * 2 + (sgn > 0)).astype(np.int8)
-        return _face_ray(n, d), uv, part
+        hx, hy, hz = params[:3]
+        ax, ay, az = np.abs(x) / hx, np.abs(y) / hy, np.abs(z) / hz
+        fx = (ax >= ay) & (ax >= az)
+        fy = ~fx & (ay >= az)
+        fz = ~fx & ~fy
+        sx, sy, sz = np.sign(x), np.sign(y), np.sign(z)
+        n = np.stack([np.where(fx, sx, zero), np.where(fy, sy, zero), np.where(fz, sz, zero)], axis=1)
+        # u runs to the viewer's right on every side face, so printed text is not mirrored.
+        u = np.where(fx, y * sx, np.where(fy, -x * sy, x))
+        v = np.where(fz, y, z)
+        part = np.where(fx, 0 + (sx > 0), np.where(fy, 2 + (sy > 0), 4 + (sz > 0))).astype(np.int8)
+        return n, np.stack([u, v], axis=1), part
     if kind == "frustum":
         r0, r1, hgt, ri, hf = params
         k = (r1 - r0) / hgt
-        r = np.hypot(x, y)
+        r = np.sqrt(x * x + y * y)
         rz = r0 + k * np.clip(z, 0.0, hgt)
-        cand = [np.abs(r - rz) * np.sqrt(1.0 / (1.0 + k * k)), np.abs(z), np.abs(z - hgt)]
+        best = np.abs(r - rz) / np.sqrt(1.0 + k * k)
+        part = np.full(len(x), PART_SIDE, dtype=np.int8)
+        cands = [(np.abs(z), PART_BOTTOM), (np.abs(z - hgt), PART_TOP)]
         if ri > 0.0:
-            cand += [np.abs(r - ri) + np.where(z < hf, 1.0, 0.0), np.abs(z - hf) + np.where(r > ri, 1.0, 0.0)]
-        part = np.argmin(np.stack(cand, axis=1), axis=1).astype(np.int8)  # order = PART_* ids
+            cands += [(np.abs(r - ri) + (z < hf), PART_INNER_WALL), (np.abs(z - hf) + (r > ri), PART_INNER_FLOOR)]
+        for dist, pid in cands:
+            closer = dist < best
+            best = np.where(closer, dist, best)
+            part[closer] = pid
         side = part == PART_SIDE
         wall = part == PART_INNER_WALL
+        rs = np.maximum(r, 1e-12)
+        # Side: gradient of x^2 + y^2 - (r0 + k z)^2, i.e. (x, y, -k rz) scaled by 1 / r.
+        sn = 1.0 / np.sqrt(1.0 + k * k)
+        nx = np.where(side, x / rs * sn, np.where(wall, -x / rs, zero))
+        ny = np.where(side, y / rs * sn, np.where(wall, -y / rs, zero))
+        nz = np.where(side, -k * sn * one, np.where(wall, zero, np.where(part == PART_BOTTOM, -one, one)))
         curved = side | wall
-        n[:, 0] = np.where(curved, x, 0.0)
-        n[:, 1] = np.where(curved, y, 0.0)
-        n[:, 2] = np.where(side, -k * rz, np.where(wall, 0.0, 1.0))
-        ang = np.arctan2(y, x)
-        uv = np.where(curved[:, None], np.stack([ang * max(r0, r1), z], axis=1), p[:, :2])
-        return _face_ray(n, d), uv, part
+        u = np.where(curved, np.arctan2(y, x) * max(r0, r1), x)
+        v = np.where(curved, z, y)
+        return np.stack([nx, ny, nz], axis=1), np.stack([u, v], axis=1), part
     if kind == "ellipsoid":
-        s = np.asarray(params[:3], dtype=np.float64)
-        uv = np.stack([np.arctan2(y, x) * 0.5 * (s[0] + s[1]), z], axis=1)
-        return _face_ray(p / (s * s), d), uv, np.zeros(len(p), dtype=np.int8)
+        a, b, c = params[:3]
+        g = np.stack([x / (a * a), y / (b * b), z / (c * c)], axis=1)
+        g /= np.maximum(np.sqrt((g * g).sum(axis=1, keepdims=True)), 1e-12)
+        uv = np.stack([np.arctan2(y, x) * 0.5 * (a + b), z], axis=1)
+        return g, uv, np.zeros(len(x), dtype=np.int8)
     if kind == "ring":
         ri, ro, w = params
-        r = np.hypot(x, z)
-        cand = np.stack([np.abs(r - ro), np.full(len(p), np.inf), np.abs(np.abs(y) - w), np.abs(r - ri),
-                         np.full(len(p), np.inf), np.abs(x)], axis=1)
-        part = np.argmin(cand, axis=1).astype(np.int8)
-        curved = (part == PART_SIDE) | (part == PART_INNER_WALL)
-        n[:, 0] = np.where(curved, x, np.where(part == PART_CLIP, 1.0, 0.0))
-        n[:, 2] = np.where(curved, z, 0.0)
-        n[:, 1] = np.where(part == PART_TOP, np.sign(y), 0.0)
+        r = np.sqrt(x * x + z * z)
+        best = np.abs(r - ro)
+        part = np.full(len(x), PART_SIDE, dtype=np.int8)
+        for dist, pid in ((np.abs(np.abs(y) - w), PART_TOP), (np.abs(r - ri), PART_INNER_WALL), (np.abs(x), PART_CLIP)):
+            closer = dist < best
+            best = np.where(closer, dist, best)
+            part[closer] = pid
+        rs = np.maximum(r, 1e-12)
+        outer, inner = part == PART_SIDE, part == PART_INNER_WALL
+        nx = np.where(outer, x / rs, np.where(inner, -x / rs, np.where(part == PART_CLIP, -one, zero)))
+        ny = np.where(part == PART_TOP, np.sign(y), zero)
+        nz = np.where(outer, z / rs, np.where(inner, -z / rs, zero))
         uv = np.stack([np.arctan2(z, x) * ro, y], axis=1)
-        return _face_ray(n, d), uv, part
+        return np.stack([nx, ny, nz], axis=1), uv, part
     raise ValueError(f"unknown primitive kind {kind!r}")

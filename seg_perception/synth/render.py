@@ -23,7 +23,7 @@ import numpy as np
 
 from seg_perception.synth.geometry import CameraModel
 from seg_perception.synth.objects import SceneObject
-from seg_perception.synth.primitives import intersect, local_bounds, surface_at
+from seg_perception.synth.primitives import intersect, local_bounds, ray_t, surface_at
 from seg_perception.synth.textures import Material, TextureBank
 
 
@@ -97,20 +97,20 @@ class RenderOutput:
 
 
 @lru_cache(maxsize=8)
-def _rays(camera: CameraModel) -> np.ndarray:
-    d = camera.ray_directions()
-    d.setflags(write=False)
-    return d
+def _ray_planes(camera: CameraModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel rays as planar float64 arrays (dx, dy) with dz = 1, and 1 / |d| (float32).
 
-
-@lru_cache(maxsize=8)
-def _inv_ray_length(camera: CameraModel) -> np.ndarray:
-    """1 / |d| for every pixel ray d (dz = 1), (H, W) float32."""
-    xs = (np.arange(camera.width, dtype=np.float32) - np.float32(camera.cx)) / np.float32(camera.fx)
-    ys = (np.arange(camera.height, dtype=np.float32) - np.float32(camera.cy)) / np.float32(camera.fy)
-    out = 1.0 / np.sqrt(xs[None, :] ** 2 + ys[:, None] ** 2 + 1.0)
-    out.setflags(write=False)
-    return out
+    Planar (component) arrays keep every per-pixel operation on contiguous memory,
+    several times faster than (H, W, 3) arrays for these 3-vector dot products.
+    """
+    xs = (np.arange(camera.width, dtype=np.float64) - camera.cx) / camera.fx
+    ys = (np.arange(camera.height, dtype=np.float64) - camera.cy) / camera.fy
+    dx = np.ascontiguousarray(np.broadcast_to(xs[None, :], (camera.height, camera.width)))
+    dy = np.ascontiguousarray(np.broadcast_to(ys[:, None], (camera.height, camera.width)))
+    inv = (1.0 / np.sqrt(dx * dx + dy * dy + 1.0)).astype(np.float32)
+    for a in (dx, dy, inv):
+        a.setflags(write=False)
+    return dx, dy, inv
 
 
 @dataclass
@@ -194,42 +194,50 @@ def cast_rays(scene: Scene, R_cw: np.ndarray, C: np.ndarray, dirs: np.ndarray) -
     return best, who
 
 
+def _local_dirs(R: np.ndarray, dx: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Components of R^T d for camera rays d = (dx, dy, 1): the rays in a local frame."""
+    return (dx * R[0, 0] + dy * R[1, 0] + R[2, 0],
+            dx * R[0, 1] + dy * R[1, 1] + R[2, 1],
+            dx * R[0, 2] + dy * R[1, 2] + R[2, 2])
+
+
 def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -> RenderOutput:
     """Render ``scene`` from a camera at ``C`` (world, metres) whose optical axes are the
     columns of ``R_wc`` (world from camera)."""
     H, W = camera.height, camera.width
-    D = _rays(camera)
+    Dx, Dy, inv_len = _ray_planes(camera)
     R_cw = R_wc.T
-    z = np.full((H, W), np.inf, dtype=np.float32)
+    # float64 depth: near a silhouette a quadratic's discriminant cancels, and float32
+    # would be off by ~0.1 mm, enough to flip contact pixels between two surfaces.
+    z = np.full((H, W), np.inf)
     sid = np.full((H, W), -1, dtype=np.int16)  # surface id: planes first, then primitives
     n_planes = len(scene.planes)
     n_obj = len(scene.objects)
 
     # Depth pass. Planes: t = c / (n . d) with the camera at the optical-frame origin.
-    plane_n = np.zeros((n_planes, 3), dtype=np.float32)
+    plane_n = np.zeros((n_planes, 3))
     for i, pl in enumerate(scene.planes):
-        n_c = (R_cw @ pl.normal).astype(np.float32)
-        c_c = np.float32(pl.offset - float(pl.normal @ C))
+        n_c = R_cw @ pl.normal
+        c_c = pl.offset - float(pl.normal @ C)
         with np.errstate(divide="ignore", invalid="ignore"):
-            t = c_c / (D @ n_c)
+            t = c_c / (Dx * n_c[0] + Dy * n_c[1] + n_c[2])
         take = (t > 0) & (t < z)
-        z[take] = t[take]
+        np.copyto(z, t, where=take)
         sid[take] = i
         plane_n[i] = n_c if c_c < 0 else -n_c  # face the camera
     prims = _prims_in_camera(scene, camera, R_cw, C)
     sil = np.zeros((H, W), dtype=np.int64)  # bit i set where object i's silhouette covers
     for k, p in enumerate(prims):
         x0, y0, x1, y1 = p.rect
-        d = D[y0:y1, x0:x1].reshape(-1, 3)
-        th = intersect(p.kind, p.params, -p.R.T @ p.t, d @ p.R, attrs=False).t.reshape(y1 - y0, x1 - x0)
-        valid = np.isfinite(th)
+        th = ray_t(p.kind, p.params, -p.R.T @ p.t, _local_dirs(p.R, Dx[y0:y1, x0:x1], Dy[y0:y1, x0:x1]))
+        valid = th < np.inf
         if not valid.any():
             continue
         if p.obj < 63:
             sil[y0:y1, x0:x1][valid] |= np.int64(1) << np.int64(p.obj)
         zr = z[y0:y1, x0:x1]
         take = th < zr
-        zr[take] = th[take]
+        np.copyto(zr, th, where=take)
         sid[y0:y1, x0:x1][take] = n_planes + k
 
     # Per-pixel identity.
@@ -240,7 +248,9 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
     instance = track_of_obj[obj_index]
 
     # Deferred shading: normals and materials only for the visible pixels.
-    normal = np.concatenate([plane_n, np.zeros((len(prims) + 1, 3), np.float32)])[sid]
+    table = np.zeros((n_planes + len(prims) + 1, 3), np.float32)
+    table[:n_planes] = plane_n
+    N = [table[:, a][sid] for a in range(3)]  # planar normals; primitives filled below
     albedo = np.empty((H, W, 3), dtype=np.float32)
     albedo[:] = scene.sky
     spec = np.zeros((H, W), dtype=np.float32)
@@ -250,44 +260,45 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
         if not sel.any():
             continue
         # World texture coordinates of plane points: (z d) . e + C . e.
-        e = np.stack([R_cw @ pl.e1, R_cw @ pl.e2], axis=1).astype(np.float32)
-        zs = z[sel]
-        puv = (D[sel] @ e) * zs[:, None] + np.array([pl.e1 @ C, pl.e2 @ C], dtype=np.float32)
-        a, s, h = pl.material.evaluate(puv, np.zeros(len(zs), np.int8), scene.bank)
-        albedo[sel], spec[sel], shin[sel] = a, s, h
-    nflat = normal.reshape(-1, 3)
+        zs, dxs, dys = z[sel], Dx[sel], Dy[sel]
+        e1, e2 = R_cw @ pl.e1, R_cw @ pl.e2
+        puv = np.stack([zs * (dxs * e1[0] + dys * e1[1] + e1[2]) + pl.e1 @ C,
+                        zs * (dxs * e2[0] + dys * e2[1] + e2[2]) + pl.e2 @ C], axis=1).astype(np.float32)
+        a, sp, sh = pl.material.evaluate(puv, np.zeros(len(zs), np.int8), scene.bank)
+        albedo[sel], spec[sel], shin[sel] = a, sp, sh
     aflat = albedo.reshape(-1, 3)
-    Dflat = D.reshape(-1, 3)
+    zflat = z.reshape(-1)
     for k, p in enumerate(prims):
         x0, y0, x1, y1 = p.rect
         ys, xs = np.nonzero(sid[y0:y1, x0:x1] == n_planes + k)
         if len(ys) == 0:
             continue
         idx = (ys + y0) * W + (xs + x0)  # flat pixel indices: faster than boolean views
-        d = Dflat[idx].astype(np.float64)
-        pl_ = (z.reshape(-1)[idx].astype(np.float64)[:, None] * d - p.t) @ p.R
-        n_l, uv, part = surface_at(p.kind, p.params, pl_, d @ p.R)
-        nflat[idx] = n_l @ p.R.T
-        a, sp, sh = p.material.evaluate(uv, part, scene.bank)
-        aflat[idx] = a
+        zs, dxs, dys = zflat[idx], Dx.reshape(-1)[idx], Dy.reshape(-1)[idx]
+        d_c = np.stack([dxs, dys, np.ones_like(dxs)], axis=1)
+        n_l, uv, part = surface_at(p.kind, p.params, (d_c * zs[:, None] - p.t) @ p.R, d_c @ p.R)
+        n_c = n_l @ p.R.T
+        for a in range(3):
+            N[a].reshape(-1)[idx] = n_c[:, a]
+        alb, sp, sh = p.material.evaluate(uv.astype(np.float32), part, scene.bank)
+        aflat[idx] = alb
         spec.reshape(-1)[idx] = sp
         shin.reshape(-1)[idx] = sh
 
-    finite = np.isfinite(z)
+    finite = z < np.inf
     L = (R_cw @ scene.light.direction).astype(np.float32)
-    ndl_raw = normal @ L
-    ndl = np.clip(ndl_raw, 0.0, None)
-    lit = _shadows(scene, camera, R_cw, C, z, normal, obj_index, ndl > 0, sid == 0, D, L)
+    ndl_raw = N[0] * L[0] + N[1] * L[1] + N[2] * L[2]
+    ndl = np.maximum(ndl_raw, 0.0)
+    lit = _shadows(scene, camera, R_cw, C, z, N, obj_index, ndl > 0, sid == 0, Dx, Dy, L)
     up = (R_cw @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
     direct = ndl * lit
-    amb = (0.65 + 0.35 * (normal @ up))[..., None] * scene.light.ambient
-    color = albedo * (amb + direct[..., None] * scene.light.color)
+    sky = 0.65 + 0.35 * (N[0] * up[0] + N[1] * up[1] + N[2] * up[2])
+    color = albedo * (sky[..., None] * scene.light.ambient + direct[..., None] * scene.light.color)
     if spec.any():
-        # Blinn-Phong with h = (v + L) / |v + L|: n.h = (n.v + n.L) / sqrt(2 + 2 v.L).
-        # The view vector is v = -d / |d| for the pixel ray d.
-        inv_len = _inv_ray_length(camera)
-        ndv = -np.einsum("ijk,ijk->ij", normal, D) * inv_len
-        vdl = -(D @ L) * inv_len
+        # Blinn-Phong with h = (v + L) / |v + L| and v = -d / |d|:
+        # n.h = (n.v + n.L) / sqrt(2 + 2 v.L).
+        ndv = -(N[0] * Dx + N[1] * Dy + N[2]).astype(np.float32) * inv_len
+        vdl = -(Dx * L[0] + Dy * L[1] + L[2]).astype(np.float32) * inv_len
         ndh = (ndv + ndl_raw) / np.sqrt(np.maximum(2.0 + 2.0 * vdl, 1e-6))
         np.clip(ndh, 0.0, 1.0, out=ndh)
         color += (spec * np.power(ndh, shin) * direct)[..., None] * scene.light.color
@@ -296,28 +307,27 @@ def render(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarray) -
     sil_area = np.array([np.count_nonzero(sil & (np.int64(1) << np.int64(i))) if i < 63 else 0
                          for i in range(n_obj)], dtype=np.int64)
     lum = albedo @ np.array([0.3, 0.59, 0.11], dtype=np.float32)
-    return RenderOutput(z, instance, obj_index, normal, color, lum, sil_area)
+    return RenderOutput(z.astype(np.float32), instance, obj_index, np.stack(N, axis=-1), color, lum, sil_area)
 
 
-def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
-             z: np.ndarray, normal: np.ndarray, obj_index: np.ndarray, facing: np.ndarray,
-             floor: np.ndarray, D: np.ndarray, L: np.ndarray) -> np.ndarray:
+def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray, z: np.ndarray,
+             N: list[np.ndarray], obj_index: np.ndarray, facing: np.ndarray, floor: np.ndarray,
+             Dx: np.ndarray, Dy: np.ndarray, L: np.ndarray) -> np.ndarray:
     """Fraction of direct light reaching each pixel, (H, W) float32 in [0, 1].
 
     Only pixels facing the light (``facing``) can be shadowed; ``floor`` marks the
-    floor pixels, which receive the table's shadow. Each object tests
-    shadow rays only inside the screen rectangle of its shadow volume (its box swept
-    along the light down to the surface it stands on), and first against its
-    bounding sphere, so the cost follows object size, not image size. The result is
-    blurred a little: real lights are not points, and hard one-pixel shadow edges
-    look fake.
+    floor pixels, which receive the table's shadow. Each object tests shadow rays
+    only inside the screen rectangle of its shadow volume (its box swept along the
+    light down to the surface it stands on), and first against its bounding sphere,
+    so the cost follows object size, not image size. The result is blurred a little:
+    real lights are not points, and hard one-pixel shadow edges look fake.
     """
     H, W = z.shape
     shade = np.ones((H, W), dtype=np.float32)
     Lw = scene.light.direction
     if Lw[2] <= 0.05:
         return shade
-    L64 = L.astype(np.float64)
+    Lc = L.astype(np.float64)
     for oi, obj in enumerate(scene.objects):
         # Objects off screen are included: their shadows may still fall into view.
         if not obj.casts_shadow:
@@ -330,21 +340,25 @@ def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
         if rect is None:
             continue
         x0, y0, x1, y1 = rect
-        recv = facing[y0:y1, x0:x1] & (obj_index[y0:y1, x0:x1] != oi)
-        if not recv.any():
+        ys, xs = np.nonzero(facing[y0:y1, x0:x1] & (obj_index[y0:y1, x0:x1] != oi))
+        if len(ys) == 0:
             continue
-        P = z[y0:y1, x0:x1][recv][:, None] * D[y0:y1, x0:x1][recv]
-        P += normal[y0:y1, x0:x1][recv] * np.float32(2e-4)  # lift off the surface against self-hits
+        idx = (ys + y0) * W + (xs + x0)
+        zs = z.reshape(-1)[idx]
+        # Receiver points, lifted 0.2 mm off their surface against self-hits.
+        P = [zs * Dx.reshape(-1)[idx], zs * Dy.reshape(-1)[idx], zs.copy()]
+        for a in range(3):
+            P[a] += N[a].reshape(-1)[idx] * 2e-4
         # Bounding-sphere cull: keep rays that pass within the object's radius.
         Ro, to = object_to_camera(obj, R_cw, C)
-        centre = (Ro @ ((lo + hi) / 2) + to).astype(np.float32)
-        rad2 = np.float32(np.sum(((hi - lo) / 2) ** 2) * 1.0001 + 1e-6)
-        w = centre - P
-        along = w @ L
-        cand = np.flatnonzero((along > 0) & (np.einsum("ij,ij->i", w, w) - along * along < rad2))
+        centre = Ro @ ((lo + hi) / 2) + to
+        rad2 = float(np.sum(((hi - lo) / 2) ** 2)) * 1.0001 + 1e-6
+        w = [centre[a] - P[a] for a in range(3)]
+        along = w[0] * Lc[0] + w[1] * Lc[1] + w[2] * Lc[2]
+        cand = np.flatnonzero((along > 0) & (w[0] * w[0] + w[1] * w[1] + w[2] * w[2] - along * along < rad2))
         if len(cand) == 0:
             continue
-        Pc = P[cand].astype(np.float64)
+        Pc = [P[a][cand] for a in range(3)]
         hit_any = np.zeros(len(cand), dtype=bool)
         for part in obj.parts:
             R = Ro @ part.R
@@ -352,15 +366,12 @@ def _shadows(scene: Scene, camera: CameraModel, R_cw: np.ndarray, C: np.ndarray,
             todo = np.flatnonzero(~hit_any)
             if len(todo) == 0:
                 break
-            o_l = (Pc[todo] - t) @ R
-            d_l = np.broadcast_to(L64 @ R, o_l.shape)
-            hit = intersect(part.kind, part.params, o_l, d_l, attrs=False)
-            hit_any[todo[np.isfinite(hit.t)]] = True
-        if hit_any.any():
-            sub = shade[y0:y1, x0:x1]
-            vals = sub[recv]
-            vals[cand[hit_any]] = 0.0
-            sub[recv] = vals
+            rel = [Pc[a][todo] - t[a] for a in range(3)]
+            o_l = [rel[0] * R[0, j] + rel[1] * R[1, j] + rel[2] * R[2, j] for j in range(3)]
+            d_l = Lc @ R
+            full = [np.full(len(todo), d_l[j]) for j in range(3)]
+            hit_any[todo[ray_t(part.kind, part.params, o_l, full) < np.inf]] = True
+        shade.reshape(-1)[idx[cand[hit_any]]] = 0.0
     if scene.table is not None:
         _table_shadow(scene.table, Lw, R_cw, C, camera, floor, shade)
     return cv2.GaussianBlur(shade, (0, 0), 1.2)

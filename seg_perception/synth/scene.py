@@ -20,7 +20,7 @@ import numpy as np
 
 from seg_perception.synth.classes import CLASS_NAMES, NUM_KEYPOINTS, class_id
 from seg_perception.synth.geometry import CameraModel, look_at, rot_axis, rot_z
-from seg_perception.synth.objects import BUILDERS, DISTRACTORS, Part, SceneObject, build_object
+from seg_perception.synth.objects import DISTRACTORS, Part, SceneObject, build_object
 from seg_perception.synth.render import Light, Plane, Scene, TableTop, cast_rays, object_to_camera, render
 from seg_perception.synth.sensor import (CameraEffects, DepthSensor, apply_camera, sample_effects,
                                          simulate_depth)
@@ -32,6 +32,9 @@ _STREAM_SEQ_SCENE = 1
 _STREAM_SEQ_FRAME = 2
 
 DEFAULT_START_STAMP_NS = 1_700_000_000 * 10**9
+# A surface keypoint hidden only by its own object's surface within this distance
+# (metres) of it still counts as visible: it sits on the silhouette.
+SELF_OCCLUSION_TOL = 0.01
 
 
 @dataclass
@@ -46,6 +49,7 @@ class SceneConfig:
     tilt_deg: tuple[float, float] = (30.0, 75.0)     # camera pitch below horizontal
     floor_camera_height: tuple[float, float] = (0.5, 1.5)  # above the floor
     table_camera_height: tuple[float, float] = (0.3, 0.9)  # above the table top
+    max_view_distance: float = 1.8  # metres from the camera to the point it looks at
     border_overhang: float = 0.06  # fraction of the image objects may be placed beyond the border
     min_visible_pixels: int = 12   # smaller visible fragments are not annotated
     class_names: tuple[str, ...] = tuple(CLASS_NAMES)
@@ -216,7 +220,10 @@ def _light(rng: np.random.Generator) -> Light:
 def _camera_pose(rng: np.random.Generator, target: np.ndarray, height: float,
                  cfg: SceneConfig) -> tuple[np.ndarray, np.ndarray, float, float]:
     """World-from-camera rotation and position looking down at ``target``."""
-    tilt = np.radians(_u(rng, cfg.tilt_deg))
+    # Steeper views from higher up keep the viewing distance short, where
+    # household objects still cover enough pixels to learn from.
+    lo = max(cfg.tilt_deg[0], np.degrees(np.arcsin(min(1.0, height / cfg.max_view_distance))))
+    tilt = np.radians(rng.uniform(min(lo, cfg.tilt_deg[1]), cfg.tilt_deg[1]))
     yaw = rng.uniform(0, 2 * np.pi)
     horiz = height / np.tan(tilt)
     C = target + np.array([-horiz * np.cos(yaw), -horiz * np.sin(yaw), height])
@@ -236,15 +243,22 @@ def _place(rng: np.random.Generator, obj: SceneObject, placed: list[SceneObject]
     """Put ``obj`` on the support surface at a random visible spot, apart from the others."""
     W, H = camera.width, camera.height
     ov = cfg.border_overhang
+    clustered = rng.random() < 0.6  # most objects gather near the centre of attention
     for _ in range(tries):
-        u = rng.uniform(-ov * W, (1 + ov) * W)
-        v = rng.uniform(0.12 * H, (1 + ov) * H)
+        if clustered:
+            u = float(np.clip(rng.normal(0.5 * W, 0.22 * W), -ov * W, (1 + ov) * W))
+            v = float(np.clip(rng.normal(0.6 * H, 0.2 * H), 0.15 * H, (1 + ov) * H))
+        else:
+            u = rng.uniform(-ov * W, (1 + ov) * W)
+            v = rng.uniform(0.15 * H, (1 + ov) * H)
         d = R_wc @ np.array([(u - camera.cx) / camera.fx, (v - camera.cy) / camera.fy, 1.0])
         if d[2] >= -1e-3:
             continue
         t = (lay.support_z - C[2]) / d[2]
         p = C + t * d
-        if np.linalg.norm(p - C) < 0.3 or not _in_area(p, obj.radius, lay):
+        # Keep the camera clear of the object: some distance, and its top well below the lens.
+        top = lay.support_z + float(obj.bounds()[1][2])
+        if np.linalg.norm(p - C) < 0.3 + obj.radius or C[2] - top < 0.12 or not _in_area(p, obj.radius, lay):
             continue
         if any(np.hypot(*(p[:2] - o.t[:2])) < obj.radius + o.radius + 0.005 for o in placed):
             continue
@@ -275,7 +289,8 @@ def sample_scene(rng: np.random.Generator, camera: CameraModel, cfg: SceneConfig
         table = None
         support_z = 0.0
         target = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), 0.0])
-        cam_h = _u(rng, cfg.floor_camera_height)
+        lo_h, hi_h = cfg.floor_camera_height
+        cam_h = lo_h + (hi_h - lo_h) * float(rng.random()) ** 1.5  # favour a low, close head
     R_wc, C, _, _ = _camera_pose(rng, target, cam_h, cfg)
     # Room around both the camera and the target, walls 0.8-3 m beyond them.
     lo = np.minimum(C[:2], target[:2]) - rng.uniform(0.8, 3.0, size=2)
@@ -345,7 +360,10 @@ def _instances(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarra
         return []
     # One batch of exact visibility rays through every keypoint of the frame.
     allP = np.concatenate([t[6] for t in todo])
-    t_hit, who = cast_rays(scene, R_cw, C, allP / np.maximum(allP[:, 2:3], 1e-9))
+    dirs = allP / np.maximum(allP[:, 2:3], 1e-9)
+    t_hit, who = cast_rays(scene, R_cw, C, dirs)
+    # How far the first hit is from the keypoint, in 3D.
+    gap = np.linalg.norm(dirs * np.where(np.isfinite(t_hit), t_hit, 1e6)[:, None] - allP, axis=1)
     result = []
     start = 0
     for oi, obj, mask, area, Ro, to, P, xy in todo:
@@ -357,10 +375,13 @@ def _instances(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndarra
             inside = P[j, 2] > 1e-3 and -0.5 <= x < W - 0.5 and -0.5 <= y < H - 0.5
             if not inside:
                 continue
+            i = start + j
             if obj.kp_interior[j]:
-                seen = who[start + j] == oi
+                seen = who[i] == oi
             else:
-                seen = t_hit[start + j] >= P[j, 2] - (2e-3 + 2e-3 * P[j, 2])
+                # Nothing in front; or only the object's own surface right next to the
+                # point (a rim or corner seen at a grazing angle is still "visible").
+                seen = t_hit[i] >= P[j, 2] - (2e-3 + 2e-3 * P[j, 2]) or (who[i] == oi and gap[i] <= SELF_OCCLUSION_TOL)
             kp[k] = (x, y, 2.0 if seen else 1.0)
         start += len(P)
         rows = np.flatnonzero(mask.any(axis=1))
@@ -394,16 +415,40 @@ def render_frame(scene: Scene, camera: CameraModel, R_wc: np.ndarray, C: np.ndar
                  instance_map=out.instance, instances=instances, camera=camera, camera_pose=pose, seed=seed)
 
 
-def generate_frame(seed: int, index: int = 0, width: int = 384, height: int = 288,
-                   config: SceneConfig | None = None) -> Frame:
-    """An independent random frame (training data); depends only on (seed, index)."""
+@dataclass
+class FrameSetup:
+    """Everything random about one independent frame, before rendering: the scene, the
+    camera (intrinsics and world-from-camera pose ``R_wc``, ``C``), the camera and
+    depth-sensor imperfections, and the generator that draws the per-pixel noise."""
+
+    scene: Scene
+    camera: CameraModel
+    R_wc: np.ndarray
+    C: np.ndarray
+    effects: CameraEffects
+    sensor: DepthSensor
+    rng: np.random.Generator
+
+
+def frame_setup(seed: int, index: int = 0, width: int = 384, height: int = 288,
+                config: SceneConfig | None = None) -> FrameSetup:
+    """The random draws behind ``generate_frame(seed, index, ...)`` (for tests and tools
+    that need the scene itself, e.g. to re-check the renderer's ground truth)."""
     cfg = config or SceneConfig()
     rng = np.random.default_rng([int(seed), _STREAM_FRAME, int(index)])
     camera = CameraModel.from_fov(width, height, _u(rng, cfg.hfov_deg))
     lay, R_wc, C = sample_scene(rng, camera, cfg)
     effects = sample_effects(rng)
     sensor = DepthSensor.sample(rng)
-    return render_frame(lay.scene, camera, R_wc, C, effects, sensor, rng, index=index,
+    return FrameSetup(lay.scene, camera, R_wc, C, effects, sensor, rng)
+
+
+def generate_frame(seed: int, index: int = 0, width: int = 384, height: int = 288,
+                   config: SceneConfig | None = None) -> Frame:
+    """An independent random frame (training data); depends only on (seed, index)."""
+    cfg = config or SceneConfig()
+    s = frame_setup(seed, index, width, height, cfg)
+    return render_frame(s.scene, s.camera, s.R_wc, s.C, s.effects, s.sensor, s.rng, index=index,
                         stamp_ns=DEFAULT_START_STAMP_NS + index * 10**8, min_pixels=cfg.min_visible_pixels,
                         seed=seed)
 
@@ -480,6 +525,14 @@ def generate_sequence(seed: int, n_frames: int, fps: float = 15.0, width: int = 
     }
     to_t = lay.target - C0
     base["tilt_to_target0"] = float(np.arctan2(-to_t[2], np.hypot(*to_t[:2])))
+    # Never approach so far that the camera would end up inside or touching an object.
+    for _ in range(20):
+        _, C_end = _camera_at(base["duration"], base)
+        if all(np.linalg.norm(C_end - (o.t + [0.0, 0.0, o.bounds()[1][2] / 2])) > 0.3 + 1.5 * o.radius
+               for o in scene.objects if o.radius > 0):
+            break
+        base["approach"] *= 0.7
+        base["descent"] *= 0.7
     annotated = [o for o in scene.objects if o.class_name is not None and o.track_id > 0]
     movers = []
     for oi in rng.permutation(len(annotated))[: int(rng.integers(0, cfg.max_moving + 1))]:

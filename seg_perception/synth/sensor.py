@@ -25,7 +25,8 @@ from seg_perception.synth.geometry import CameraModel
 class CameraEffects:
     """Per-frame camera imperfections; lengths in pixels, noise in linear units."""
 
-    exposure: float = 1.0
+    exposure: float = 1.0          # gain on top of auto-exposure
+    ae_target: float = 0.0         # auto-exposure target mean (linear); 0 = no auto-exposure
     white_balance: tuple[float, float, float] = (1.0, 1.0, 1.0)
     vignette: float = 0.0          # relative fall-off at the image corner
     psf_sigma: float = 0.6         # optical blur, pixels
@@ -41,7 +42,8 @@ def sample_effects(rng: np.random.Generator, motion_blur: bool = True) -> Camera
     """Random but plausible camera settings for one training frame."""
     wb = rng.uniform(0.9, 1.1, size=3)
     return CameraEffects(
-        exposure=float(rng.uniform(0.75, 1.35)),
+        exposure=float(rng.uniform(0.8, 1.25)),
+        ae_target=float(rng.uniform(0.14, 0.3)),
         white_balance=(float(wb[0]), 1.0, float(wb[2])),
         vignette=float(rng.uniform(0.0, 0.35)),
         psf_sigma=float(rng.uniform(0.45, 0.8)),
@@ -67,7 +69,13 @@ def _motion_kernel(length: float, angle: float) -> np.ndarray:
 def apply_camera(color: np.ndarray, fx: CameraEffects, rng: np.random.Generator) -> np.ndarray:
     """Turn linear radiance (H, W, 3) float32 into the uint8 RGB image a camera delivers."""
     H, W = color.shape[:2]
-    img = color * (np.float32(fx.exposure) * np.asarray(fx.white_balance, dtype=np.float32))
+    gain = fx.exposure
+    if fx.ae_target > 0:
+        # Auto-exposure as cameras do it: scale the mean brightness towards a target,
+        # within the range a real gain/shutter can reach.
+        mean = float(color[::4, ::4].mean())
+        gain *= float(np.clip(fx.ae_target / max(mean, 1e-4), 0.6, 2.5))
+    img = color * (np.float32(gain) * np.asarray(fx.white_balance, dtype=np.float32))
     if fx.vignette > 0:
         yy, xx = np.ogrid[:H, :W]
         r2 = ((xx - (W - 1) / 2) / (W / 2)) ** 2 + ((yy - (H - 1) / 2) / (H / 2)) ** 2

@@ -128,17 +128,22 @@ def pooled_bank(index: int) -> TextureBank:
 
 def _lookup(tile: np.ndarray, u: np.ndarray, v: np.ndarray, su: float, sv: float) -> np.ndarray:
     """Nearest-texel lookup with wrap-around; ``su``/``sv`` are metres per tile repeat.
-    Row 0 of the tile is its top, so v (up) is negated to keep printed text upright."""
+    Row 0 of the tile is its top, so v (up) is negated to keep printed text upright.
+    Tiles are square with a power-of-two side, so wrapping is a bit mask."""
     h, w = tile.shape[:2]
-    iu = np.floor(u * (w / su)).astype(np.int64) % w
-    iv = np.floor(-v * (h / sv)).astype(np.int64) % h
-    return tile[iv, iu]
+    iu = (u * np.float32(w / su)).astype(np.int32)  # truncation; the floor's -1 offset is irrelevant
+    iv = (v * np.float32(-h / sv)).astype(np.int32)
+    flat = (iv & (h - 1)) * w + (iu & (w - 1))
+    return tile.reshape(h * w, -1)[flat] if tile.ndim == 3 else tile.reshape(-1)[flat]
 
 
 def _hash01(i: np.ndarray) -> np.ndarray:
     """Deterministic pseudo-random value in [0, 1) per integer (plank/tile shade)."""
-    x = np.sin(i.astype(np.float64) * 12.9898 + 78.233) * 43758.5453
-    return (x - np.floor(x)).astype(np.float32)
+    x = i.astype(np.int64).astype(np.uint32) * np.uint32(2654435761)  # Knuth's multiplicative hash
+    x ^= x >> np.uint32(15)
+    x *= np.uint32(2246822519)
+    x ^= x >> np.uint32(13)
+    return (x >> np.uint32(8)).astype(np.float32) * np.float32(1.0 / (1 << 24))
 
 
 @dataclass
@@ -218,11 +223,12 @@ class Material:
         if k == "planks":
             # Floorboards of width ``scale`` along v, staggered joints every 1.2 m along u.
             row = np.floor(v / self.scale)
-            col = np.floor((u + _hash01(row) * 1.2) / 1.2)
+            along = (u + _hash01(row) * 1.2) / 1.2
+            col = np.floor(along)
             shade = (0.75 + 0.5 * _hash01(row * 31.0 + col))[:, None]
             g = _lookup(bank.grain[self.tile % len(bank.grain)], u + row * 0.37, v,
                         self.scale * 8, self.scale)[:, None] ** 1.5
-            seam = ((v / self.scale - row) < 0.04) | (((u + _hash01(row) * 1.2) / 1.2 - col) < 0.004)
+            seam = ((v / self.scale - row) < 0.04) | ((along - col) < 0.004)
             c = (self.color[None, :] * (1 - g) + self.color2[None, :] * g) * shade * mod
             return np.where(seam[:, None], c * 0.35, c)
         if k == "tiles":

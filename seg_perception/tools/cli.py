@@ -13,9 +13,11 @@ import sys
 # command -> (module, function, one-line summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("seg_perception.tools.demo", "main", "run the node on a recording; write an output bag and overlays"),
+    "soak": ("seg_perception.tools.soak", "main", "the node under a fast camera for a long time: latency, RSS, drops"),
     "export": ("seg_perception.tools.export", "main", "weights + metadata -> ONNX model and metadata JSON"),
     "generate-dataset": ("seg_perception.synth.cli", "main_generate_dataset", "synthetic RGB-D scenes as a COCO dataset"),
     "generate-recording": ("seg_perception.synth.cli", "main_generate_recording", "synthetic camera recording as a rosbag2 bag"),
+    "regress": ("seg_perception.tools.regress", "main", "replay bags, compare the outputs with a golden run (CI exit code)"),
 }
 
 

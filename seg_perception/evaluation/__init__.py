@@ -1,0 +1,1 @@
+"""Accuracy evaluation of detections against annotations (``coco``: COCO AP via pycocotools)."""

@@ -1,0 +1,142 @@
+"""The recordings a regression run replays: checked up front, read with errors that name
+the file, the topic and the frame.
+
+A run that fails half-way must say where, and must not produce a golden run, so each
+recording is inspected before any frame is processed (does it open, does the topic
+exist and carry images, how many frames), and reading errors during the run name the
+frame that could not be read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from seg_perception.bags import IMAGE_TYPES, BagError, BagImage, choose_image_topic, read_images
+from seg_perception.core.image import ImageDecodeError, decode_compressed, decode_image
+from seg_perception.regression.records import format_stamp
+
+
+class FrameError(RuntimeError):
+    """One frame could not be read or decoded; the message names bag, topic and frame."""
+
+
+@dataclass
+class BagSource:
+    """One recording to replay: where it is, which topic, how many images."""
+
+    path: Path
+    key: str
+    topic: str
+    msgtype: str
+    frames: int
+    storage: str
+
+    @property
+    def compressed(self) -> bool:
+        return self.msgtype.endswith("CompressedImage")
+
+    def info(self) -> dict[str, Any]:
+        return {"path": str(self.path), "topic": self.topic, "msgtype": self.msgtype, "storage": self.storage,
+                "frames_in_bag": self.frames}
+
+
+def _storage(path: Path) -> str:
+    files = [path] if path.is_file() else list(path.iterdir())
+    if any(p.suffix == ".mcap" for p in files):
+        return "mcap"
+    if any(p.suffix == ".db3" for p in files):
+        return "sqlite3"
+    return "unknown"
+
+
+def bag_key(path: Path, taken: set[str]) -> str:
+    """A recording's name in the run: its directory (or file stem), made unique."""
+    base = (path.stem if path.is_file() else path.name) or "bag"
+    key, n = base, 2
+    while key in taken:
+        key, n = f"{base}_{n}", n + 1
+    return key
+
+
+def inspect_bag(path: str | Path, topic: str | None, taken: set[str] | None = None) -> BagSource:
+    """Open a recording and choose its image topic; BagError says what is wrong and where."""
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    try:
+        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+            if topic:
+                types = sorted({c.msgtype for c in reader.connections if c.topic == topic})
+                if types and not set(types) <= set(IMAGE_TYPES):
+                    listing = ", ".join(sorted({c.topic for c in reader.connections if c.msgtype in IMAGE_TYPES}))
+                    raise BagError(f"{path}: topic {topic} has message type {', '.join(types)}, which regress "
+                                   f"cannot replay (it reads {' or '.join(IMAGE_TYPES)}); image topics in this bag: "
+                                   f"{listing or 'none'}")
+            chosen = choose_image_topic(reader, topic, path)
+            conns = [c for c in reader.connections if c.topic == chosen]
+            msgtypes = sorted({c.msgtype for c in conns})
+            if len(msgtypes) > 1:
+                raise BagError(f"{path}: topic {chosen} carries several message types ({', '.join(msgtypes)})")
+            count = sum(int(c.msgcount) for c in conns)
+    except BagError:
+        raise
+    except Exception as exc:  # rosbags raises its own types (and sqlite3/OSError) for unreadable files
+        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}") from None
+    if count == 0:
+        raise BagError(f"{path}: topic {chosen} has no messages")
+    return BagSource(path, bag_key(path, taken or set()), chosen, msgtypes[0], count, _storage(path))
+
+
+def inspect_bags(paths: Sequence[str | Path], topic: str | None) -> list[BagSource]:
+    sources: list[BagSource] = []
+    for p in paths:
+        sources.append(inspect_bag(p, topic, {s.key for s in sources}))
+    return sources
+
+
+def iter_frames(source: BagSource) -> Iterator[BagImage]:
+    """The images of ``source`` in order; FrameError names the frame a read failed at.
+
+    A recording that ends before the count its index promised (a truncated file) is
+    an error too, not a shorter run.
+    """
+    it = read_images(source.path, source.topic)
+    index = 0
+    while True:
+        try:
+            frame = next(it)
+        except StopIteration:
+            break
+        except BagError as exc:
+            raise FrameError(f"{exc} (bag {source.path}, topic {source.topic}, reading frame {index} of "
+                             f"{source.frames}; frames 0..{index - 1} were read)") from None
+        yield frame
+        index += 1
+    if index != source.frames:
+        raise FrameError(f"bag {source.path}, topic {source.topic}: the recording ended after {index} of the "
+                         f"{source.frames} frames its index lists (truncated or damaged file)")
+
+
+def stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def frame_rgb(source: BagSource, frame: BagImage, max_pixels: int) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of a recorded image, decoded as the node decodes it."""
+    msg = frame.msg
+    try:
+        if source.compressed:
+            return decode_compressed(msg.format, np.asarray(msg.data, np.uint8), max_pixels=max_pixels)
+        return decode_image(msg.encoding, int(msg.width), int(msg.height), int(msg.step),
+                            np.asarray(msg.data, np.uint8), is_bigendian=bool(msg.is_bigendian),
+                            max_pixels=max_pixels)
+    except ImageDecodeError as exc:
+        raise FrameError(f"bag {source.path}, topic {source.topic}, frame {frame.index} "
+                         f"(stamp {format_stamp(stamp_ns(msg))}): cannot decode the image: {exc}") from None

@@ -1,0 +1,197 @@
+"""The through-ROS run: recordings replayed into the real node over DDS, its outputs recorded.
+
+This checks what the offline run cannot: the node's parameter handling, QoS,
+message conversion and threading. The node runs in its own process exactly as
+``ros2 launch`` starts it (``node_launch_spec``), in a namespace of its own and with
+``/clock`` remapped into it, so a replay next to a live robot stack disturbs nothing.
+Images go out with their recorded header stamps; each output is matched to its
+input by that stamp.
+
+``rate`` 0 replays in lockstep (the next image once the last one's output arrived:
+nothing is dropped, the run is deterministic); ``rate`` r > 0 replays r times real
+time, and the node drops what it cannot keep up with, as on the robot.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from seg_perception.regression.golden import RunWriter, sha256_of
+from seg_perception.regression.messages import (
+    INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array,
+)
+from seg_perception.regression.records import FrameResult
+from seg_perception.regression.sources import BagSource, frame_rgb, iter_frames, stamp_ns
+
+
+class NodeRunError(RuntimeError):
+    """The node could not be started or stopped answering; the message carries its log."""
+
+
+def run_through_ros(
+    sources: Sequence[BagSource],
+    *,
+    params_file: Path,
+    values: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    writer: RunWriter,
+    log_path: Path,
+    rate: float = 0.0,
+    use_sim_time: bool = False,
+    timeout: float = 30.0,
+    startup_timeout: float = 120.0,
+    domain_id: int | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``sources`` into a fresh node; write its outputs through ``writer``.
+
+    ``values`` are the effective parameters (params file + overrides), used for
+    decoding checks; ``overrides`` go to the node as ``-p name:=value`` on top of
+    ``params_file``. Returns the manifest's model and backend entries, as the node
+    reported them in ``model_info``. Raises FrameError for an unreadable frame and
+    NodeRunError when the node fails.
+    """
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CompressedImage, Image
+
+    from seg_perception.ros.launch_args import node_launch_spec
+    from seg_perception.ros.replay import CameraAndConsumer, NodeProcess, replay_timed
+
+    types = {s.msgtype for s in sources}
+    if len(types) > 1:
+        raise ValueError("--through-ros replays all recordings into one node, which subscribes to either raw or "
+                         f"compressed images; these recordings mix {', '.join(sorted(types))}: run them separately")
+    compressed = sources[0].compressed
+    msg_type = CompressedImage if compressed else Image
+    namespace = f"seg_regress_{os.getpid()}"
+    repo = Path(__file__).resolve().parents[2]
+    spec = node_launch_spec({"namespace": namespace, "image": "camera/image", "camera_info": "camera/camera_info",
+                             "params_file": str(params_file), "use_compressed": str(compressed).lower()}, repo)
+    spec.overrides.update(overrides)
+    clock_topic = None
+    if use_sim_time:
+        spec.overrides["use_sim_time"] = True
+        clock_topic = f"/{namespace}/clock"
+        spec.remappings.append(("/clock", clock_topic))
+    if domain_id is None:
+        domain_id = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(150, 220))
+    os.environ["ROS_DOMAIN_ID"] = str(domain_id)  # rclpy.init below reads it from the environment
+
+    node = NodeProcess(spec, log_path, {"ROS_DOMAIN_ID": str(domain_id)})
+    player = None
+    try:
+        player = CameraAndConsumer(namespace=namespace, image_topic="camera/image",
+                                   camera_info_topic="camera/camera_info", compressed=compressed,
+                                   node_name=f"seg_regress_player_{os.getpid()}", clock_topic=clock_topic)
+        info = _wait_until_active(player, node, startup_timeout)
+        has_keypoints = bool(info.keypoint_names)
+        occurrences: dict[tuple[int, int], int] = {}
+        max_pixels = int(values["max_image_pixels"])
+
+        def checked(source: BagSource) -> Iterator[tuple[int, int, Any, Any]]:
+            """(index, bag_time_ns, rclpy message, recorded header) of frames that decode locally."""
+            for frame in iter_frames(source):
+                frame_rgb(source, frame, max_pixels)  # the same error as the offline run, naming the frame
+                yield frame.index, frame.timestamp_ns, deserialize_message(frame.raw, msg_type), frame.msg
+
+        for source in sources:
+            writer.add_bag(source.key, source.info())
+            published: list[tuple[int, int, Any]] = []
+            if rate == 0:
+                for index, bag_ns, msg, recorded in checked(source):
+                    if clock_topic:
+                        player.publish_clock(bag_ns)
+                    # Wait for one more output with this stamp than before: recordings replayed
+                    # together may repeat stamps (the same recording in two storage formats).
+                    stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
+                    before = _count(player.received.instances, stamp)
+                    player.publish(msg)
+                    arrived = player.wait_for(lambda r: _count(r.instances, stamp) > before, timeout)
+                    if not arrived and not node.alive():
+                        raise NodeRunError(f"the node exited (code {node.proc.returncode}) at {source.key} frame "
+                                           f"{index}:\n{node.log_tail()}")
+                    published.append((index, bag_ns, recorded))
+                    if progress is not None:
+                        progress(1)
+            else:
+                def timed() -> Iterator[tuple[int, Any]]:
+                    for index, bag_ns, msg, recorded in checked(source):
+                        published.append((index, bag_ns, recorded))
+                        yield bag_ns, msg
+
+                replay_timed(player, timed(), rate, clock=clock_topic is not None,
+                             on_publish=lambda _: progress(1) if progress is not None else None)
+                # Wait (up to `timeout`) for an output per published frame; the node may have dropped some.
+                wanted = Counter((int(r.header.stamp.sec), int(r.header.stamp.nanosec)) for _, _, r in published)
+                player.wait_for(lambda rec: all(_count(rec.instances, s) >= occurrences.get(s, 0) + n
+                                                for s, n in wanted.items()), timeout)
+            for index, bag_ns, recorded in published:
+                _record(writer, player, source, index, bag_ns, recorded, occurrences, has_keypoints, info,
+                        serialize_message, first=index == published[0][0])
+        return _manifest_entries(info)
+    finally:
+        if player is not None:
+            player.close()
+        node.stop()
+
+
+def _wait_until_active(player: Any, node: Any, timeout: float) -> Any:
+    """Wait for the node's model_info; fail fast (with its log) when configure failed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if player.wait_for(lambda r: bool(r.model_info), 0.5):
+            return player.wait_for_node(node, timeout=10.0)
+        if not node.alive():
+            raise NodeRunError(f"the node exited with code {node.proc.returncode}:\n{node.log_tail()}")
+        if "configure failed" in node.log_tail():
+            raise NodeRunError(f"the node could not configure (see its log {node.log_path}):\n{node.log_tail()}")
+    raise NodeRunError(f"the node did not become active within {timeout:.0f} s:\n{node.log_tail()}")
+
+
+def _record(writer: RunWriter, player: Any, source: BagSource, index: int, bag_ns: int, recorded: Any,
+            occurrences: dict[tuple[int, int], int], has_keypoints: bool, info: Any,
+            serialize: Callable[[Any], bytes], first: bool) -> None:
+    """Write what the node published for one input frame (or a dropped-frame record)."""
+    stamp = (int(recorded.header.stamp.sec), int(recorded.header.stamp.nanosec))
+    nth = occurrences.get(stamp, 0)
+    occurrences[stamp] = nth + 1
+    if first:  # the latched model_info, once per output bag, before the first output
+        writer.write_message(OUTPUT_TOPICS[MODEL_INFO], MODEL_INFO, bag_ns, serialize(info))
+    result = player.instances_for(stamp, nth)
+    if result is None:
+        size = (int(getattr(recorded, "width", 0)), int(getattr(recorded, "height", 0)))
+        writer.write_frame(FrameResult(source.key, index, stamp_ns(recorded), bag_ns, str(recorded.header.frame_id),
+                                       size[0], size[1], None))
+        return
+    writer.write_message(OUTPUT_TOPICS[INSTANCE_ARRAY], INSTANCE_ARRAY, bag_ns, serialize(result))
+    if has_keypoints:
+        kp = player.keypoints_for(stamp, nth)
+        if kp is None and player.wait_for(lambda r: _count(r.keypoints, stamp) > nth, 5.0):
+            kp = player.keypoints_for(stamp, nth)
+        if kp is not None:
+            writer.write_message(OUTPUT_TOPICS[POSE_KEYPOINTS_ARRAY], POSE_KEYPOINTS_ARRAY, bag_ns, serialize(kp))
+    writer.write_frame(frame_from_instance_array(result, source.key, index, bag_ns))
+
+
+def _count(messages: Sequence[Any], stamp: tuple[int, int]) -> int:
+    return sum(1 for m in messages if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
+
+
+def _manifest_entries(info: Any) -> dict[str, Any]:
+    path = Path(info.model_path)
+    return {
+        "model": {"name": info.model_name, "architecture": info.architecture, "path": str(path),
+                  "sha256": sha256_of(path) if path.is_file() else None,
+                  "class_names": list(info.class_names), "keypoint_names": list(info.keypoint_names),
+                  "input_size": [int(info.input_width), int(info.input_height)]},
+        "backend": {"backend": info.backend, "device": info.device, "precision": info.precision,
+                    "model_path": info.model_path},
+    }
+
+
+__all__ = ["run_through_ros", "NodeRunError"]
