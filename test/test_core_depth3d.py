@@ -213,6 +213,8 @@ def test_depth_of_another_aspect_ratio_is_refused_with_the_reason():
         match_depth_to_image(np.ones((240, 240), np.float32), 480, 640)
     with pytest.raises(DepthSizeError, match="single-channel"):
         match_depth_to_image(np.ones((240, 320, 3), np.float32), 240, 320)
+    with pytest.raises(ValueError, match="millimetres"):
+        match_depth_to_image(np.ones((240, 320), np.uint16), 240, 320)
 
 
 def test_depth_of_the_same_aspect_is_resized_by_nearest_neighbour():

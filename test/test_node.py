@@ -201,10 +201,10 @@ def test_diagnostics_report_rates_latency_and_backend(node, hsr_frames):
         player.publish_and_wait(frame, timeout=30)
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and not any(
-            s.name.startswith("seg_perception_node") for m in got for s in m.status):
+            s.name.startswith(f"/{NS}/seg_perception_node:") for m in got for s in m.status):
         time.sleep(0.05)
     player.node.destroy_subscription(sub)
-    status = next(s for m in reversed(got) for s in m.status if s.name.startswith("seg_perception_node"))
+    status = next(s for m in reversed(got) for s in m.status if s.name.startswith(f"/{NS}/seg_perception_node:"))
     values = {kv.key: kv.value for kv in status.values}
     assert values["backend"] == "onnxruntime" and values["model"] == "known_answer"
     assert values["state"] == "active"

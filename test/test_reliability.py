@@ -99,7 +99,7 @@ class Harness:
         while time.monotonic() < deadline:
             for msg in list(self.diagnostics):
                 for s in msg.status:
-                    if s.name.startswith(self.spec.name) and (text in s.message or
+                    if s.name.startswith(f"/{self.namespace}/{self.spec.name}:") and (text in s.message or
                                                              any(text in kv.value for kv in s.values)):
                         return s
             time.sleep(0.05)

@@ -190,7 +190,9 @@ class Instances3D:
 def match_depth_to_image(depth: np.ndarray, image_height: int, image_width: int) -> np.ndarray:
     """The ``(image_height, image_width)`` float32 depth (metres) to pair with a colour image.
 
-    Same size: returned as float32 (no copy when it already is). Same aspect ratio
+    ``depth`` is float metres (``image.decode_depth``); integer depth (16UC1
+    millimetres) is refused rather than read as metres. Same size: returned as
+    float32 (no copy when it already is). Same aspect ratio
     (within 2 %), other size: nearest-neighbour resampled, since a registered depth
     stream at a lower resolution sees the same view and nearest neighbour never
     averages an object's depth with the background's. Otherwise ``DepthSizeError``:
@@ -202,6 +204,10 @@ def match_depth_to_image(depth: np.ndarray, image_height: int, image_width: int)
         depth = depth[:, :, 0]
     if depth.ndim != 2:
         raise DepthSizeError(f"depth must be a single-channel (height, width) image, got shape {depth.shape}")
+    if not np.issubdtype(depth.dtype, np.floating):
+        # 16UC1 millimetres taken for metres would put every point beyond max_depth.
+        raise ValueError(f"depth must be float metres, got {depth.dtype} (convert 16UC1 millimetres with "
+                         "seg_perception.core.image.decode_depth)")
     if image_height <= 0 or image_width <= 0:
         raise DepthSizeError(f"colour image size must be positive, got {image_width}x{image_height}")
     dh, dw = depth.shape

@@ -22,7 +22,7 @@ coordinates map onto the source image by multiplying with its width and height.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -34,6 +34,11 @@ from seg_perception.core.types import CroppedMask, Detections
 _REGION_EPS = 1e-3
 # Upper bound on elements of one batched (classes x top_k x top_k) IoU block.
 _NMS_BLOCK_ELEMENTS = 1 << 20
+
+# (coeffs (D, P), protos (Hp, Wp, P), boxes (D, 4) normalised, class ids (D,)) -> (D,)
+# factors for the scores of the detections kept by NMS (YOLACT++ mask re-scoring,
+# ``core.mask_rescoring.MaskIoURescorer``).
+MaskRescorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass
@@ -337,6 +342,7 @@ def postprocess_yolact(
     params: PostprocessParams | None = None,
     keypoints: np.ndarray | None = None,
     keypoint_table: np.ndarray | None = None,
+    mask_rescorer: MaskRescorer | None = None,
 ) -> Detections:
     """Detections for one image from its raw YOLACT outputs.
 
@@ -348,6 +354,9 @@ def postprocess_yolact(
     keypoint_table: optional (C, K) bool from ``keypoints.class_keypoint_table``;
                  scores of keypoints an instance's class does not use become 0.
     image_width, image_height: size of the source image in pixels.
+    mask_rescorer: optional YOLACT++ re-scoring; after NMS and ``max_detections`` the
+                 kept scores are multiplied by its factors and re-sorted (as the
+                 official ``rescore_mask``: the score threshold applies before).
 
     Returns ``Detections`` in source-image pixels, highest score first: boxes
     clipped to the image, one ``CroppedMask`` per instance covering its box region,
@@ -389,6 +398,14 @@ def postprocess_yolact(
     keep = keep[: params.max_detections]  # fast_nms returns them highest score first
 
     kept_priors = priors[keep]
+    out_scores = cand_scores[keep].astype(np.float32)
+    if mask_rescorer is not None and keep.size:
+        factors = np.asarray(
+            mask_rescorer(mask_coeffs[kept_priors], protos, boxes[kept_priors], cls[keep]), np.float32
+        )
+        out_scores = out_scores * factors
+        order = np.argsort(-out_scores, kind="stable")
+        keep, kept_priors, out_scores = keep[order], kept_priors[order], out_scores[order]
     out_boxes = cand_boxes[keep].astype(np.float32)
     masks = assemble_masks(
         mask_coeffs[kept_priors], protos, out_boxes, image_width, image_height, params.mask_threshold
@@ -401,7 +418,7 @@ def postprocess_yolact(
         kps = np.zeros((len(keep), 0, 3), np.float32)
     return Detections(
         boxes=out_boxes,
-        scores=cand_scores[keep].astype(np.float32),
+        scores=out_scores,
         class_ids=cls[keep].astype(np.int32),
         masks=masks,
         keypoints=kps,
@@ -413,6 +430,7 @@ def postprocess_yolact_batch(
     image_sizes: Sequence[tuple[int, int]],
     params: PostprocessParams | None = None,
     keypoint_table: np.ndarray | None = None,
+    mask_rescorer: MaskRescorer | None = None,
 ) -> list[Detections]:
     """``postprocess_yolact`` for each image of a backend's batched outputs.
 
@@ -437,6 +455,7 @@ def postprocess_yolact_batch(
             params,
             None if kps is None else kps[b],
             keypoint_table,
+            mask_rescorer,
         )
         for b, (w, h) in enumerate(image_sizes)
     ]

@@ -11,8 +11,8 @@ class id ``i`` is the ``i``-th category in order of category id.
 
 Keypoint AP is computed for the categories that declare ``keypoints`` in the ground
 truth, when their keypoint count equals the model's; OKS uses COCO's person sigmas
-for 17 keypoints and ``DEFAULT_KEYPOINT_SIGMA`` for each keypoint otherwise (pass
-``keypoint_sigmas`` to choose).
+when the keypoints are COCO's 17 person keypoints and ``DEFAULT_KEYPOINT_SIGMA`` for
+each keypoint otherwise (pass ``keypoint_sigmas`` to choose).
 
 ``align_images_to_frames`` pairs annotated images with the frames of a recording
 (the rule is in its docstring).
@@ -35,6 +35,9 @@ from seg_perception.core.types import Detections
 _BOX_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 _KEYPOINT_STATS = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
 DEFAULT_KEYPOINT_SIGMA = 0.05  # between COCO's body-joint sigmas (0.025 eyes .. 0.107 hips)
+COCO_PERSON_KEYPOINTS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "left_shoulder", "right_shoulder",
+                         "left_elbow", "right_elbow", "left_wrist", "right_wrist", "left_hip", "right_hip",
+                         "left_knee", "right_knee", "left_ankle", "right_ankle")
 
 
 def _complete(dataset: dict[str, Any]) -> dict[str, Any]:
@@ -193,8 +196,9 @@ def evaluate_detections(detections_per_image: Mapping[int, Detections], coco_gt:
         if k != model_k:
             notes.append(f"keypoint AP skipped: the annotations have {k} keypoints per instance, the model {model_k}")
         else:
+            coco_person = tuple(kp_cats[0]["keypoints"]) == COCO_PERSON_KEYPOINTS  # pycocotools' own sigmas
             sigmas = (np.asarray(keypoint_sigmas, np.float64) if keypoint_sigmas is not None
-                      else None if k == 17 else np.full(k, DEFAULT_KEYPOINT_SIGMA))
+                      else None if coco_person else np.full(k, DEFAULT_KEYPOINT_SIGMA))
             ids = [c["id"] for c in kp_cats]
             kp_results = [r for r in results if r["category_id"] in ids and "keypoints" in r]
             out["keypoints"] = _summarise(coco, kp_results, "keypoints", image_ids, ids, sigmas)

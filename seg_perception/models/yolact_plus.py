@@ -54,6 +54,9 @@ YOLACT_PLUS_DCN: dict[int, tuple[tuple[int, int, int, int], int]] = {
     50: ((0, 4, 6, 3), 1),  # resnet50_dcnv2_backbone
 }
 MASKIOU_CHANNELS: tuple[int, ...] = (8, 16, 32, 64, 128)
+# Smallest prototype map the MaskIoU net accepts: five valid 3x3 stride-2 convs need
+# 63 px to leave a 1x1 map (63 -> 31 -> 15 -> 7 -> 3 -> 1).
+MIN_PROTO_SIDE = 63
 
 
 def yolact_plus_prior_scales(input_size: int) -> list[list[float]]:
@@ -116,6 +119,13 @@ class YolactPlus(Yolact):
 
     def __init__(self, *args, maskiou_channels: Sequence[int] = MASKIOU_CHANNELS, **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
+        proto_side = min(2 * -(-s // 8) for s in self.input_size)  # P3 upsampled x2
+        if proto_side < MIN_PROTO_SIDE:
+            raise ValueError(
+                f"YOLACT++ needs an input of at least 256 px per side: its MaskIoU net (five unpadded "
+                f"stride-2 3x3 convs) needs prototypes of {MIN_PROTO_SIDE} px or more, "
+                f"{self.input_size[1]}x{self.input_size[0]} gives {proto_side}"
+            )
         self.maskiou_net = MaskIoUNet(self.num_classes, maskiou_channels)
         for m in self.maskiou_net.modules():  # same init as the rest of the head
             if isinstance(m, nn.Conv2d):

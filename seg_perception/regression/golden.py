@@ -85,6 +85,10 @@ class RunWriter:
         self.bags.append({"key": key, **info, "frames": 0, "frames_file": f"frames/{key}.jsonl",
                           "output_bag": f"outputs/{key}"})
 
+    def set_bag_info(self, **info: Any) -> None:
+        """Add entries to the current recording's manifest entry (e.g. its input digest)."""
+        self.bags[-1].update(info)
+
     def write_message(self, topic: str, msgtype: str, timestamp_ns: int, cdr: bytes) -> None:
         self._bag.write(topic, msgtype, int(timestamp_ns), cdr)
 

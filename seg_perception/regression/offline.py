@@ -18,7 +18,7 @@ from seg_perception.regression.messages import (
     INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, MessageFactory, frame_from_instance_array,
 )
 from seg_perception.regression.records import FrameResult
-from seg_perception.regression.sources import BagSource, frame_rgb, iter_frames, stamp_ns
+from seg_perception.regression.sources import BagSource, InputDigest, frame_rgb, iter_frames, stamp_ns
 
 Progress = Callable[[int], None]
 
@@ -45,7 +45,9 @@ def run_offline(sources: Sequence[BagSource], pipeline: SegmentationPipeline, va
     encoding = str(values["mask_encoding"])
     for source in sources:
         writer.add_bag(source.key, source.info())
+        digest = InputDigest()
         for i, frame in enumerate(iter_frames(source)):
+            digest.add(frame)
             rgb = frame_rgb(source, frame, max_pixels)
             detections = pipeline(rgb)
             # Our typestore's Header, with the recorded stamp and frame_id (the node keeps them).
@@ -65,6 +67,7 @@ def run_offline(sources: Sequence[BagSource], pipeline: SegmentationPipeline, va
                 on_frame(record)
             if progress is not None:
                 progress(1)
+        writer.set_bag_info(input_sha256=digest.hexdigest())
 
 
 def model_description(pipeline: SegmentationPipeline, model_path: Path) -> dict[str, Any]:

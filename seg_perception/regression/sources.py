@@ -9,6 +9,7 @@ frame that could not be read.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -122,6 +123,24 @@ def iter_frames(source: BagSource) -> Iterator[BagImage]:
     if index != source.frames:
         raise FrameError(f"bag {source.path}, topic {source.topic}: the recording ended after {index} of the "
                          f"{source.frames} frames its index lists (truncated or damaged file)")
+
+
+class InputDigest:
+    """sha256 over a recording's image messages as stored (CDR bytes), in order.
+
+    Stored in a run's manifest so a comparison can tell "the model changed" from
+    "the recording changed" (a regenerated or re-encoded recording).
+    """
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+
+    def add(self, frame: BagImage) -> None:
+        self._sha.update(len(frame.raw).to_bytes(8, "little"))
+        self._sha.update(frame.raw)
+
+    def hexdigest(self) -> str:
+        return self._sha.hexdigest()
 
 
 def stamp_ns(msg: Any) -> int:

@@ -26,7 +26,7 @@ from seg_perception.regression.messages import (
     INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array,
 )
 from seg_perception.regression.records import FrameResult
-from seg_perception.regression.sources import BagSource, frame_rgb, iter_frames, stamp_ns
+from seg_perception.regression.sources import BagSource, InputDigest, frame_rgb, iter_frames, stamp_ns
 
 
 class NodeRunError(RuntimeError):
@@ -93,17 +93,19 @@ def run_through_ros(
         occurrences: dict[tuple[int, int], int] = {}
         max_pixels = int(values["max_image_pixels"])
 
-        def checked(source: BagSource) -> Iterator[tuple[int, int, Any, Any]]:
-            """(index, bag_time_ns, rclpy message, recorded header) of frames that decode locally."""
+        def checked(source: BagSource, digest: InputDigest) -> Iterator[tuple[int, int, Any, Any]]:
+            """(index, bag_time_ns, rclpy message, recorded message) of frames that decode locally."""
             for frame in iter_frames(source):
+                digest.add(frame)
                 frame_rgb(source, frame, max_pixels)  # the same error as the offline run, naming the frame
                 yield frame.index, frame.timestamp_ns, deserialize_message(frame.raw, msg_type), frame.msg
 
         for source in sources:
             writer.add_bag(source.key, source.info())
+            digest = InputDigest()
             published: list[tuple[int, int, Any]] = []
             if rate == 0:
-                for index, bag_ns, msg, recorded in checked(source):
+                for index, bag_ns, msg, recorded in checked(source, digest):
                     if clock_topic:
                         player.publish_clock(bag_ns)
                     # Wait for one more output with this stamp than before: recordings replayed
@@ -120,7 +122,7 @@ def run_through_ros(
                         progress(1)
             else:
                 def timed() -> Iterator[tuple[int, Any]]:
-                    for index, bag_ns, msg, recorded in checked(source):
+                    for index, bag_ns, msg, recorded in checked(source, digest):
                         published.append((index, bag_ns, recorded))
                         yield bag_ns, msg
 
@@ -133,6 +135,7 @@ def run_through_ros(
             for index, bag_ns, recorded in published:
                 _record(writer, player, source, index, bag_ns, recorded, occurrences, has_keypoints, info,
                         serialize_message, first=index == published[0][0])
+            writer.set_bag_info(input_sha256=digest.hexdigest())
         return _manifest_entries(info)
     finally:
         if player is not None:

@@ -94,11 +94,10 @@ class SegPerceptionNode(LifecycleNode):
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec))
             except Exception as exc:  # wrong type or out of range in the params file
                 self.declare_parameter(spec.name, spec.default, _descriptor(spec), ignore_override=True)
-                self._report("parameters", ERROR,
-                             f"parameter {spec.name}: {exc}; using the default {spec.default!r}")
+                self._report(f"parameter.{spec.name}", ERROR, f"{exc}; using the default {spec.default!r}")
             why = spec.check(self.get_parameter(spec.name).value)
             if why:  # e.g. a string outside its choices, which rclpy cannot range-check
-                self._report("parameters", ERROR, f"{why}; using the default {spec.default!r}")
+                self._report(f"parameter.{spec.name}", ERROR, f"{why}; using the default {spec.default!r}")
                 self.set_parameters([rclpy.parameter.Parameter(spec.name, value=spec.default)])
 
     def p(self, name: str) -> Any:
@@ -114,7 +113,7 @@ class SegPerceptionNode(LifecycleNode):
                 continue
             why = spec.check(param.value)
             if why:
-                self._report("parameters", WARN, f"refused parameter update: {why}")
+                self._report(f"parameter.{spec.name}", WARN, f"refused parameter update: {why}")
                 return SetParametersResult(successful=False, reason=why)
         changed = {prm.name: prm.value for prm in parameters}
         if self._pipeline is not None and _POSTPROCESS_PARAMS & changed.keys():
@@ -355,7 +354,7 @@ class SegPerceptionNode(LifecycleNode):
                            "model": md.name, "architecture": md.architecture,
                            "input_reliability": qos.reliability_name(self._input_reliability) if self._input_reliability is not None else "-"})
         base = (OK, "running") if self._worker is not None else (OK, state)
-        status = build_status(f"{self.get_name()}: segmentation", "seg_perception", self._problems.active(),
+        status = build_status(f"{self.get_fully_qualified_name()}: segmentation", "seg_perception", self._problems.active(),
                               values, *base)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))
 

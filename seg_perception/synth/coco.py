@@ -196,7 +196,7 @@ def write_coco_dataset(out_dir: str | Path, n_images: int, seed: int, width: int
         (out / sub).mkdir(parents=True, exist_ok=True)
     jobs = [(str(out), i, int(seed), int(width), int(height), image_format, depth_format, config)
             for i in range(int(n_images))]
-    bar = _progress(n_images, "images", progress)
+    bar = progress_bar(n_images, "images", progress)
     images, annotations = [], []
 
     def collect(result: tuple[dict, list[dict]]) -> None:
@@ -231,7 +231,8 @@ class _NoBar:
         pass
 
 
-def _progress(total: int, unit: str, enabled: bool):
+def progress_bar(total: int, unit: str, enabled: bool):
+    """A tqdm bar when ``enabled``, else a do-nothing stand-in with the same methods."""
     if not enabled:
         return _NoBar()
     from tqdm import tqdm

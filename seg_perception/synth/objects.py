@@ -228,9 +228,12 @@ def build_mug(rng: np.random.Generator, bank: TextureBank) -> SceneObject:
     ro = min(H * _u(rng, 0.3, 0.4), zc - 0.006, H - zc - 0.006)
     ri = ro - _u(rng, 0.007, 0.011)
     w = _u(rng, 0.005, 0.009)
-    xc = R - 0.003  # the clipped half-ring's ends sit inside the wall, attaching the handle
+    # The clipped half-ring's ends must sit inside the (tapered) wall at both attachment
+    # heights, or a gap would show between handle and body: use the narrower, lower one.
+    xc = rbot + (R - rbot) * (zc - ro) / H - 0.002
     obj = SceneObject("mug", [
-        Part("frustum", (rbot, R, H, R - wall, floor), mat),
+        # The cavity is a cylinder: the wall is thinnest at the narrower (bottom) end.
+        Part("frustum", (rbot, R, H, rbot - wall, floor), mat),
         Part("ring", (ri, ro, w), Material("plain", mat.color, amount=0.1, spec=0.45, shininess=mat.shininess),
              t=np.array([xc, 0.0, zc])),
     ])

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from seg_perception.synth.coco import FRAME_ID, _progress, coco_document, dump_json, frame_to_coco
+from seg_perception.synth.coco import FRAME_ID, progress_bar, coco_document, dump_json, frame_to_coco
 from seg_perception.synth.scene import DEFAULT_START_STAMP_NS, Frame, SequenceConfig, generate_sequence
 
 COLOR_TOPIC = "/camera/color/image_raw"
@@ -92,7 +92,7 @@ def write_recording(bag_path: str | Path, seed: int, n_frames: int, fps: float =
     typestore = get_typestore(Stores.ROS2_HUMBLE)
     msgs = _Messages(typestore)
     images, annotations = [], []
-    bar = _progress(n_frames, "frames", progress)
+    bar = progress_bar(n_frames, "frames", progress)
     # Version 8 metadata is the oldest rosbags writes; Humble's rosbag2 reads it.
     with Writer(bag_path, version=8, storage_plugin=plugins[storage]) as writer:
         conns = {

@@ -133,6 +133,13 @@ def _param_notes(golden: dict[str, Any], current: dict[str, Any]) -> list[str]:
     if gm.get("sha256") != cm.get("sha256"):
         notes.append(f"model differs from the golden run's: golden {gm.get('name')} (sha256 "
                      f"{str(gm.get('sha256'))[:12]}), this run {cm.get('name')} (sha256 {str(cm.get('sha256'))[:12]})")
+    golden_inputs = {b["key"]: b.get("input_sha256") for b in golden.get("bags", [])}
+    for b in current.get("bags", []):
+        old = golden_inputs.get(b["key"])
+        if old and b.get("input_sha256") and old != b["input_sha256"]:
+            notes.append(f"recording {b['key']}: its images differ from those the golden run was made from "
+                         f"(input sha256 {old[:12]} -> {b['input_sha256'][:12]}): a changed recording, not "
+                         "only a changed model")
     if golden.get("mode") != current.get("mode"):
         notes.append(f"golden run made {golden.get('mode')}, this run {current.get('mode')}")
     return notes
