@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the committed golden run of the shipped model (`make golden`).
+# Regenerate the committed golden run of the shipped model (the `make golden` target).
 #
 # Replays a synthetic recording (generated with the same arguments as the golden-set
 # test in test/test_regress.py, or $SEG_PERCEPTION_SYNTHETIC_RECORDING) through the

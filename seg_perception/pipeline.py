@@ -2,6 +2,9 @@
 
 The node and every offline tool run frames through this one object, so a bag
 replay computes exactly what the robot computes. No ROS, no torch here.
+Post-processing follows the model's ``output_format``: ``core.postprocess`` for
+YOLACT/YOLACT++ (with MaskIoU re-scoring when the metadata names its weights),
+``core.postprocess_roi`` for box-first models (CenterMask).
 """
 
 from __future__ import annotations
@@ -14,8 +17,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from seg_perception.core.keypoints import class_keypoint_table
+from seg_perception.core.mask_rescoring import MaskIoURescorer
 from seg_perception.core.metadata import ModelMetadata
 from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
+from seg_perception.core.postprocess_roi import postprocess_roi
 from seg_perception.core.preprocess import resize_for_network
 from seg_perception.core.types import Detections
 from seg_perception.runtime.base import Backend
@@ -57,9 +62,23 @@ class SegmentationPipeline:
 
     def __post_init__(self) -> None:
         md = self.metadata
+        if md.output_format not in ("yolact", "roi"):
+            raise ValueError(f"model {md.name!r} has output_format {md.output_format!r}; "
+                             "this pipeline handles 'yolact' and 'roi'")
         # Keypoints a class does not have (per-class grasp keypoints) get score 0.
         self._keypoint_table = (class_keypoint_table(md.class_names, md.num_keypoints, md.class_keypoints)
                                 if md.class_keypoints else None)
+        self._mask_rescorer = self._load_mask_rescorer()
+
+    def _load_mask_rescorer(self) -> MaskIoURescorer | None:
+        """YOLACT++'s MaskIoU re-scoring, if the metadata names its weights (beside the model file)."""
+        name = self.metadata.maskiou_weights
+        if not name:
+            return None
+        model_path = getattr(self.backend, "model_path", None)
+        if model_path is None:
+            raise ValueError(f"metadata names MaskIoU weights {name!r} but the backend has no model_path to find them by")
+        return MaskIoURescorer.load(Path(model_path).parent / name)
 
     @property
     def metadata(self) -> ModelMetadata:
@@ -73,12 +92,22 @@ class SegmentationPipeline:
         t1 = time.perf_counter()
         raw = self.backend.infer(batch)
         t2 = time.perf_counter()
-        kpts = raw.get("keypoints")
-        detections = postprocess_yolact(
-            raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
-            image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
-            keypoints=None if kpts is None else kpts[0], keypoint_table=self._keypoint_table,
-        )
+        if md.output_format == "roi":
+            heatmaps = raw.get("keypoint_heatmaps")
+            detections = postprocess_roi(
+                raw["boxes"][0], raw["scores"][0], raw["classes"][0], raw["masks"][0],
+                image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
+                keypoint_heatmaps=None if heatmaps is None else heatmaps[0],
+                network_size=(md.input_width, md.input_height), keypoint_table=self._keypoint_table,
+            )
+        else:
+            kpts = raw.get("keypoints")
+            detections = postprocess_yolact(
+                raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
+                image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
+                keypoints=None if kpts is None else kpts[0], keypoint_table=self._keypoint_table,
+                mask_rescorer=self._mask_rescorer,
+            )
         t3 = time.perf_counter()
         self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
         return detections

@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 # The golden-set test: the shipped model (written by the training work) over a synthetic
 # recording, compared with the committed golden run. The recording is generated with
 # these arguments unless SEG_PERCEPTION_SYNTHETIC_RECORDING names one; `dev/regenerate_golden.sh`
-# (`make golden`) uses the same arguments, so keep the two in step.
+# uses the same arguments, so keep the two in step.
 SHIPPED_MODEL = REPO / "models" / "seg_perception_default.onnx"
 SHIPPED_GOLDEN = REPO / "test" / "golden" / "seg_perception_default"
 SYNTHETIC_RECORDING_ARGS = ["-n", "12", "--seed", "0"]
@@ -147,6 +147,7 @@ def test_update_golden_replaces_the_old_run_atomically(hsr_golden, known_answer_
                                   "-p", "score_threshold=0.8", "--out", tmp_path / "out", "--update-golden")
     assert code == 0 and "golden run updated" in stdout
     assert "REGRESSION" in stdout  # the old golden run is compared, for information, before it is replaced
+    assert "the new golden run holds only this run's recordings; it no longer has hsr_people_sqlite3" in stdout
     manifest = json.loads((golden / "manifest.json").read_text())
     assert manifest["params"]["score_threshold"] == 0.8 and [b["key"] for b in manifest["bags"]] == ["hsr_people_mcap"]
     assert siblings(golden) == ["golden", "out"]  # no staging or retired copies left behind
@@ -186,6 +187,28 @@ def test_annotations_give_coco_ap_and_an_ap_drop_is_a_regression(hsr_golden, kno
     assert report["evaluation"]["segm"]["AP"] == 0.0 and report["golden_evaluation"]["segm"]["AP"] == 1.0
 
 
+def test_outputs_recorded_on_a_robot_compare_like_a_run_and_missing_ones_are_dropped_frames(
+        hsr_golden, tmp_path, capsys):
+    # What `ros2 bag record` keeps of the node, here the golden run's own output bag (under
+    # a robot's namespace), less the output of frame 3: the node dropped that frame.
+    msgs = [(t.replace("/seg_perception/", "/robot/seg/"), m.__msgtype__, ts, m)
+            for t, ts, m in read_bag_messages(hsr_golden / "outputs" / "hsr_people_mcap")
+            if not (t.endswith("instances") and m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec
+                    == HSR_STAMPS_NS[3])]
+    recorded = write_bag(tmp_path / "robot_outputs", msgs, storage="sqlite3")
+    code, stdout, err = run_regress(capsys, HSR_MCAP, "--recorded", recorded, "--golden", hsr_golden,
+                                    "--out", tmp_path / "a")
+    assert code == 1, stdout + err
+    assert "hsr_people_mcap frame 3: no output: the node dropped this frame" in stdout
+    assert "matched" in stdout and "REGRESSION: 0 added, 0 lost, 0 changed instances" in stdout
+    code, stdout, err = run_regress(capsys, HSR_MCAP, "--recorded", recorded, "--golden", hsr_golden,
+                                    "--out", tmp_path / "b", "--allow-dropped")
+    assert code == 0, stdout + err
+    assert "MATCH: 8 instances in 4 frames agree with the golden run" in stdout
+    manifest = json.loads((tmp_path / "b" / "run" / "manifest.json").read_text())
+    assert manifest["mode"] == "recorded" and manifest["model"]["name"] == "known_answer"
+
+
 def test_the_command_is_listed_and_documents_its_options(capsys):
     from seg_perception.tools.cli import main
 
@@ -204,8 +227,8 @@ def test_shipped_model_matches_the_committed_golden_run(tmp_path, capsys):
     if not SHIPPED_MODEL.is_file():
         pytest.skip(f"the shipped model {SHIPPED_MODEL} does not exist yet (being trained)")
     if not (SHIPPED_GOLDEN / "manifest.json").is_file():
-        pytest.skip(f"no committed golden run at {SHIPPED_GOLDEN}; create it with `make golden` "
-                    "(dev/regenerate_golden.sh, see the README)")
+        pytest.skip(f"no committed golden run at {SHIPPED_GOLDEN}; create it with dev/regenerate_golden.sh "
+                    "(see the README, 'Regression testing with rosbags')")
     recording = os.environ.get("SEG_PERCEPTION_SYNTHETIC_RECORDING")
     if recording:
         recording = Path(recording)
@@ -222,5 +245,5 @@ def test_shipped_model_matches_the_committed_golden_run(tmp_path, capsys):
     code, stdout, err = run_regress(capsys, recording, "--golden", SHIPPED_GOLDEN, "--model", SHIPPED_MODEL,
                                     "--backend", "onnxruntime", "-p", "device=cpu", "--out", tmp_path / "out",
                                     *(["--annotations", gt] if gt.is_file() else []))
-    assert code == 0, (stdout + err + "\nIf the change is intended, regenerate the golden run with `make golden` "
-                       "and commit it (see README, 'Regression testing with rosbags').")
+    assert code == 0, (stdout + err + "\nIf the change is intended, regenerate the golden run with "
+                       "dev/regenerate_golden.sh and commit it (see README, 'Regression testing with rosbags').")

@@ -160,3 +160,12 @@ def test_bad_parameters_and_a_missing_model_are_errors(capsys, golden_copy, know
                                "--backend", "onnxruntime", "--out", tmp_path / "o2", "--update-golden")
     assert code == 2 and f"ONNX model not found: {tmp_path / 'missing.onnx'}" in err
     assert tree_digest(golden) == digest
+
+
+def test_a_recorded_output_bag_without_the_nodes_instances_is_named(capsys, golden_copy, known_answer_model,
+                                                                      tmp_path, hsr_bag):
+    err = regress_fails(capsys, golden_copy, known_answer_model, tmp_path, HSR_MCAP, "--recorded", HSR_SQLITE)
+    assert f"{HSR_SQLITE}: no seg_perception/msg/InstanceArray topic (record the node's 'instances')" in err
+    err = regress_fails(capsys, golden_copy, known_answer_model, tmp_path, HSR_MCAP, HSR_SQLITE,
+                        "--recorded", HSR_SQLITE)
+    assert "--recorded needs one output bag per recording: 2 recordings, 1 output bags" in err

@@ -36,6 +36,11 @@ def test_lockstep_replay_through_the_node_matches_the_offline_golden_run(hsr_gol
             if topic.endswith("model_info"):  # the node stamps model_info with its own clock
                 fa.pop("header"), fb.pop("header")
             assert fa == fb, topic
+    # The node's output bag (rclpy's CDR, as `ros2 bag record` stores it) read back as a recorded run.
+    code, stdout, err = run_regress(capsys, HSR_SQLITE, "--recorded", out / "run" / "outputs" / "hsr_people_sqlite3",
+                                    "--golden", hsr_golden, "--out", tmp_path / "recorded")
+    assert code == 0, stdout + err
+    assert "MATCH: 10 instances in 5 frames" in stdout
 
 
 def test_timed_replay_with_sim_time_keeps_the_bag_timing_and_matches(hsr_golden, known_answer_model, ros_domain,

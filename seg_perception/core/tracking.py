@@ -79,6 +79,8 @@ class TrackerParams:
     max_dt:          longest prediction step in seconds; a longer gap (a stall)
                      predicts no further, so a stale velocity cannot throw boxes away.
     default_dt:      step in seconds when no stamps are given.
+    lost_velocity_decay: factor (0..1) applied to a lost track's velocity each
+                     frame it stays unmatched (1 = constant velocity, as ByteTrack).
     """
 
     high_score: float = 0.5
@@ -93,9 +95,11 @@ class TrackerParams:
     matcher: str = "auto"
     max_dt: float = 1.0
     default_dt: float = 1.0 / 15.0
+    lost_velocity_decay: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou", "mask_weight"):
+        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou", "mask_weight",
+                     "lost_velocity_decay"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -185,7 +189,7 @@ class _Track:
     kf: BoxKalman
     class_id: int
     mask: CroppedMask | None
-    mask_box: np.ndarray  # (4,) cxcywh of the box the mask was taken with
+    mask_box: np.ndarray  # (4,) filtered cxcywh of the frame the mask was taken in
     score: float
     track_id: int = 0  # 0 until confirmed
     state: int = _TENTATIVE
@@ -335,6 +339,11 @@ class Tracker:
         det_areas = [int(np.count_nonzero(m.data)) for m in detections.masks] if has_masks else [0] * n
 
         for t in self._tracks:
+            if t.misses > 0:
+                # A lost track coasts to a stop instead of flying off with its last
+                # velocity, so an object that left the view (the head panned away)
+                # is found where it left when it comes back.
+                t.kf.x[4:] *= p.lost_velocity_decay
             t.kf.predict(dt)
 
         high = np.flatnonzero(scores >= p.high_score)
@@ -361,10 +370,11 @@ class Tracker:
         for d, t in assigned.items():
             matched.add(id(t))
             t.kf.update(cxcywh[d])
-            # The mask was seen with the detected box; it is later moved by the
-            # predicted centre's offset from that box.
+            # The mask stays where it was seen and is later moved by the predicted
+            # motion: the offset of the predicted centre from the filtered centre of
+            # this frame (not from the detected box, whose jitter would move it too).
             t.mask = detections.masks[d] if has_masks else None
-            t.mask_box = cxcywh[d].copy()
+            t.mask_box = t.kf.box_cxcywh
             t.class_id = int(detections.class_ids[d])
             t.score = float(scores[d])
             t.hits += 1

@@ -49,6 +49,7 @@ class ResNetBackbone(nn.Module):
         norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d,
         dcn_layers: Sequence[int] = (0, 0, 0, 0),
         dcn_interval: int = 1,
+        widths: Sequence[int] = (64, 128, 256, 512),
     ) -> None:
         super().__init__()
         if len(dcn_layers) != len(blocks_per_stage):
@@ -56,14 +57,18 @@ class ResNetBackbone(nn.Module):
         if any(dcn_layers) and block is not Bottleneck:
             raise ValueError("deformable convolutions are only supported in Bottleneck blocks (ResNet-50/101)")
         self._norm_layer = norm_layer
-        self.inplanes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = norm_layer(64)
+        if len(widths) != len(blocks_per_stage):
+            raise ValueError(f"widths needs one entry per stage ({len(blocks_per_stage)}), got {list(widths)}")
+        # ``widths`` are the per-stage planes; the stem is as wide as the first stage.
+        # Narrower than ResNet's 64..512 only for slim models trained from scratch.
+        self.inplanes = int(widths[0])
+        self.conv1 = nn.Conv2d(3, self.inplanes, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = norm_layer(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.layers = nn.ModuleList()
         self.channels: list[int] = []
-        for stage, (planes, count) in enumerate(zip((64, 128, 256, 512), blocks_per_stage)):
+        for stage, (planes, count) in enumerate(zip(widths, blocks_per_stage)):
             stage_module = self._make_stage(block, planes, count, stride=1 if stage == 0 else 2)
             for index in dcn_blocks(count, dcn_layers[stage], dcn_interval):
                 blk = stage_module[index]

@@ -16,8 +16,12 @@ tolerated differences:
 - keys the official ``Yolact.load_weights`` drops for backward compatibility
   (``backbone.layerN.*`` duplicates of ``backbone.layers.*`` and FPN downsample layers
   beyond the configured number) are ignored;
-- ``*.num_batches_tracked`` may be absent (checkpoints from old PyTorch versions);
-  BatchNorm only uses it while training with momentum=None.
+- ``*.num_batches_tracked`` may be absent (checkpoints from old PyTorch versions, and
+  detectron2 ones whose norms are ``FrozenBatchNorm2d``); BatchNorm only uses it while
+  training with momentum=None;
+- keys a model lists in its ``checkpoint_ignored_keys`` attribute (exact names) are
+  ignored: detectron2 checkpoints may carry the ``pixel_mean``/``pixel_std`` buffers
+  of ``GeneralizedRCNN``, which our graphs replace by the metadata's mean/std.
 
 Our own checkpoint format (``save_checkpoint``) is a dict with ``format``,
 ``architecture``, ``model_kwargs`` and ``state_dict``; a bare state dict (as the
@@ -145,9 +149,10 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, Tensor], sour
     unexpected: list[str] = []
     mismatched: list[str] = []
     to_load: dict[str, Tensor] = {}
+    model_ignored = set(getattr(model, "checkpoint_ignored_keys", ()))
     for key, value in state_dict.items():
         if key not in model_keys:
-            (report.ignored if _ignorable(key, model_keys) else unexpected).append(key)
+            (report.ignored if key in model_ignored or _ignorable(key, model_keys) else unexpected).append(key)
         elif tuple(value.shape) != tuple(expected[key].shape):
             mismatched.append(
                 f"{key}: file has {tuple(value.shape)}, model expects {tuple(expected[key].shape)}"

@@ -1,11 +1,15 @@
 """Export to ONNX: the graph every non-torch backend runs.
 
 The graph has one input, ``images`` ``(B, H, W, 3)`` uint8 RGB at the model's input
-size (static H and W), and the outputs of ``core.metadata.YOLACT_OUTPUTS``. The cast,
-normalisation and permute (``transform.InputNormalizer``) and the box/keypoint
-decoding are inside the graph. Fast NMS and mask assembly are *not*: their outputs
-have data-dependent sizes, which TensorRT and ONNX Runtime handle poorly and which
-would tie the graph to one set of thresholds; they run in ``core.postprocess``.
+size (static H and W), and the outputs of the model's raw-output contract
+(``model.output_format``): ``core.metadata.YOLACT_OUTPUTS`` for YOLACT/YOLACT++,
+``ROI_OUTPUTS`` for CenterMask. The cast, normalisation and permute
+(``transform.InputNormalizer``) and the box/keypoint decoding are inside the graph.
+For YOLACT, Fast NMS and mask assembly are *not*: their outputs have data-dependent
+sizes, which TensorRT and ONNX Runtime handle poorly and which would tie the graph to
+one set of thresholds; they run in ``core.postprocess``. CenterMask's box-first heads
+need NMS before them, so its graph runs NMS and pads to a fixed detection count
+(``models.fcos``).
 
 Beside ``model.onnx`` the exporter writes ``model.json`` (``ModelMetadata``, path
 from ``metadata_path_for``) and also embeds the same JSON in the ONNX file's
@@ -41,8 +45,18 @@ def metadata_for_model(
     skeleton: Sequence[tuple[int, int]] = (),
     **extra: object,
 ) -> ModelMetadata:
-    """``ModelMetadata`` whose architecture, input size and counts come from the model itself."""
+    """``ModelMetadata`` whose architecture, input size, counts and output format come from the model.
+
+    A model that normalises differently from the ImageNet default declares it with
+    ``input_mean``/``input_std`` (RGB order, 0-255 scale; detectron2 models do).
+    """
     input_h, input_w = model.input_size  # type: ignore[attr-defined]
+    defaults: dict[str, object] = {"output_format": str(getattr(model, "output_format", "yolact"))}
+    if getattr(model, "input_mean", None) is not None:
+        defaults["mean"] = tuple(model.input_mean)  # type: ignore[attr-defined]
+    if getattr(model, "input_std", None) is not None:
+        defaults["std"] = tuple(model.input_std)  # type: ignore[attr-defined]
+    defaults.update(extra)
     return ModelMetadata(
         name=name,
         architecture=str(getattr(model, "architecture", type(model).__name__)),
@@ -51,14 +65,17 @@ def metadata_for_model(
         input_height=int(input_h),
         keypoint_names=list(keypoint_names),
         skeleton=list(skeleton),
-        num_prototypes=int(model.num_prototypes),  # type: ignore[attr-defined]
-        **extra,  # type: ignore[arg-type]
+        num_prototypes=int(getattr(model, "num_prototypes", 0)),
+        **defaults,  # type: ignore[arg-type]
     )
 
 
 def check_model_matches_metadata(model: nn.Module, metadata: ModelMetadata) -> None:
     """Raise ``ValueError`` if the model's class/keypoint/prototype counts disagree with the metadata."""
     problems = []
+    model_format = str(getattr(model, "output_format", "yolact"))
+    if model_format != metadata.output_format:
+        problems.append(f"model has output_format={model_format!r}, metadata says {metadata.output_format!r}")
     for attr, expected in (
         ("num_classes", metadata.num_classes),
         ("num_keypoints", metadata.num_keypoints),
@@ -124,6 +141,8 @@ def export_image_model(
         warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
         # Shapes and priors become graph constants on purpose (static input size).
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        # torchvision's batched_nms scripts a helper while tracing; torch deprecates that.
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
         torch.onnx.export(
             module.eval(),
             (example,),

@@ -11,7 +11,17 @@ from typing import Any
 
 from torch import nn
 
-from seg_perception.models.yolact import yolact_im700, yolact_resnet18, yolact_resnet50, yolact_resnet101
+from seg_perception.models.centermask import (
+    centermask_lite_vovnet19_slim,
+    centermask_lite_vovnet19_slim_dw,
+    centermask_lite_vovnet19_slim_dw_320,
+    centermask_lite_vovnet39,
+    centermask_resnet50,
+    centermask_vovnet39,
+    centermask_vovnet57,
+)
+from seg_perception.models.yolact import yolact_im700, yolact_resnet18, yolact_resnet50, yolact_resnet101, yolact_slim
+from seg_perception.models.yolact_plus import yolact_plus_resnet50, yolact_plus_resnet101
 
 MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "yolact_resnet18": yolact_resnet18,
@@ -19,6 +29,17 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "yolact_resnet101": yolact_resnet101,
     "yolact_base": yolact_resnet101,  # the official config's name for the same network
     "yolact_im700": yolact_im700,
+    "yolact_slim": yolact_slim,  # CPU-trainable from scratch; the shipped default model
+    "yolact_plus_resnet50": yolact_plus_resnet50,
+    "yolact_plus_resnet101": yolact_plus_resnet101,
+    "yolact_plus_base": yolact_plus_resnet101,  # the official config's name
+    "centermask_lite_vovnet19_slim": centermask_lite_vovnet19_slim,
+    "centermask_lite_vovnet19_slim_dw": centermask_lite_vovnet19_slim_dw,
+    "centermask_lite_vovnet19_slim_dw_320": centermask_lite_vovnet19_slim_dw_320,  # small CPU/embedded variant
+    "centermask_lite_vovnet39": centermask_lite_vovnet39,
+    "centermask_vovnet39": centermask_vovnet39,
+    "centermask_vovnet57": centermask_vovnet57,
+    "centermask_resnet50": centermask_resnet50,
 }
 
 

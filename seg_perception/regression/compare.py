@@ -170,12 +170,12 @@ def compare_frame(golden: FrameResult, run: FrameResult, tol: Tolerances) -> Fra
         out.problem = (f"header stamp differs (golden {format_stamp(golden.stamp_ns)}, "
                        f"run {format_stamp(run.stamp_ns)}): not the recording of the golden run")
         return out
-    if (golden.width, golden.height) != (run.width, run.height):
-        out.problem = f"image size differs (golden {golden.width}x{golden.height}, run {run.width}x{run.height})"
-        return out
-    if run.detections is None:
+    if run.detections is None:  # before the size check: a dropped compressed frame has no known size
         out.dropped = True
         out.problem = "no output: the node dropped this frame"
+        return out
+    if (golden.width, golden.height) != (run.width, run.height):
+        out.problem = f"image size differs (golden {golden.width}x{golden.height}, run {run.width}x{run.height})"
         return out
     if golden.detections is None:
         out.problem = "the golden run has no output for this frame (dropped when it was recorded); not compared"

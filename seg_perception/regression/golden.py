@@ -32,6 +32,7 @@ from seg_perception.regression.records import FrameResult, frame_from_json, fram
 
 FORMAT = "seg_perception.regression/1"
 MANIFEST = "manifest.json"
+_RUN_ENTRIES = {MANIFEST, MANIFEST + ".tmp", "frames", "outputs"}
 
 
 class GoldenError(RuntimeError):
@@ -68,6 +69,9 @@ class RunWriter:
         self._output_bag = OutputBag
         self.path = Path(path)
         if self.path.exists():
+            # Replace only what looks like an earlier run: never delete a directory we did not write.
+            if not self.path.is_dir() or any(p.name not in _RUN_ENTRIES for p in self.path.iterdir()):
+                raise GoldenError(f"{self.path} exists and is not a run directory; choose another --out")
             shutil.rmtree(self.path)
         (self.path / "frames").mkdir(parents=True)
         (self.path / "outputs").mkdir()

@@ -19,14 +19,25 @@ import random
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 from seg_perception.regression.golden import RunWriter, sha256_of
 from seg_perception.regression.messages import (
     INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array,
 )
 from seg_perception.regression.records import FrameResult
-from seg_perception.regression.sources import BagSource, InputDigest, frame_rgb, iter_frames, stamp_ns
+from seg_perception.regression.sources import BagSource, InputDigest, frame_rgb, iter_frames
+
+
+class _Sent(NamedTuple):
+    """What is kept of one published frame (not its pixels) until its output is recorded."""
+
+    index: int
+    bag_ns: int
+    stamp: tuple[int, int]
+    frame_id: str
+    width: int
+    height: int
 
 
 class NodeRunError(RuntimeError):
@@ -93,48 +104,50 @@ def run_through_ros(
         occurrences: dict[tuple[int, int], int] = {}
         max_pixels = int(values["max_image_pixels"])
 
-        def checked(source: BagSource, digest: InputDigest) -> Iterator[tuple[int, int, Any, Any]]:
-            """(index, bag_time_ns, rclpy message, recorded message) of frames that decode locally."""
+        def checked(source: BagSource, digest: InputDigest) -> Iterator[tuple[_Sent, Any]]:
+            """What we keep of each frame that decodes locally, and its rclpy message."""
             for frame in iter_frames(source):
                 digest.add(frame)
                 frame_rgb(source, frame, max_pixels)  # the same error as the offline run, naming the frame
-                yield frame.index, frame.timestamp_ns, deserialize_message(frame.raw, msg_type), frame.msg
+                m = frame.msg
+                sent = _Sent(frame.index, frame.timestamp_ns, (int(m.header.stamp.sec), int(m.header.stamp.nanosec)),
+                             str(m.header.frame_id), int(getattr(m, "width", 0)), int(getattr(m, "height", 0)))
+                yield sent, deserialize_message(frame.raw, msg_type)
 
         for source in sources:
             writer.add_bag(source.key, source.info())
             digest = InputDigest()
-            published: list[tuple[int, int, Any]] = []
+            published: list[_Sent] = []
             if rate == 0:
-                for index, bag_ns, msg, recorded in checked(source, digest):
+                for sent, msg in checked(source, digest):
                     if clock_topic:
-                        player.publish_clock(bag_ns)
+                        player.publish_clock(sent.bag_ns)
                     # Wait for one more output with this stamp than before: recordings replayed
                     # together may repeat stamps (the same recording in two storage formats).
-                    stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
-                    before = _count(player.received.instances, stamp)
+                    before = _count(player.received.instances, sent.stamp)
                     player.publish(msg)
-                    arrived = player.wait_for(lambda r: _count(r.instances, stamp) > before, timeout)
+                    arrived = player.wait_for(lambda r: _count(r.instances, sent.stamp) > before, timeout)
                     if not arrived and not node.alive():
                         raise NodeRunError(f"the node exited (code {node.proc.returncode}) at {source.key} frame "
-                                           f"{index}:\n{node.log_tail()}")
-                    published.append((index, bag_ns, recorded))
+                                           f"{sent.index}:\n{node.log_tail()}")
+                    published.append(sent)
                     if progress is not None:
                         progress(1)
             else:
                 def timed() -> Iterator[tuple[int, Any]]:
-                    for index, bag_ns, msg, recorded in checked(source, digest):
-                        published.append((index, bag_ns, recorded))
-                        yield bag_ns, msg
+                    for sent, msg in checked(source, digest):
+                        published.append(sent)
+                        yield sent.bag_ns, msg
 
                 replay_timed(player, timed(), rate, clock=clock_topic is not None,
                              on_publish=lambda _: progress(1) if progress is not None else None)
                 # Wait (up to `timeout`) for an output per published frame; the node may have dropped some.
-                wanted = Counter((int(r.header.stamp.sec), int(r.header.stamp.nanosec)) for _, _, r in published)
+                wanted = Counter(sent.stamp for sent in published)
                 player.wait_for(lambda rec: all(_count(rec.instances, s) >= occurrences.get(s, 0) + n
                                                 for s, n in wanted.items()), timeout)
-            for index, bag_ns, recorded in published:
-                _record(writer, player, source, index, bag_ns, recorded, occurrences, has_keypoints, info,
-                        serialize_message, first=index == published[0][0])
+            for sent in published:
+                _record(writer, player, source, sent, occurrences, has_keypoints, info, serialize_message,
+                        first=sent is published[0])
             writer.set_bag_info(input_sha256=digest.hexdigest())
         return _manifest_entries(info)
     finally:
@@ -156,20 +169,19 @@ def _wait_until_active(player: Any, node: Any, timeout: float) -> Any:
     raise NodeRunError(f"the node did not become active within {timeout:.0f} s:\n{node.log_tail()}")
 
 
-def _record(writer: RunWriter, player: Any, source: BagSource, index: int, bag_ns: int, recorded: Any,
+def _record(writer: RunWriter, player: Any, source: BagSource, sent: _Sent,
             occurrences: dict[tuple[int, int], int], has_keypoints: bool, info: Any,
             serialize: Callable[[Any], bytes], first: bool) -> None:
     """Write what the node published for one input frame (or a dropped-frame record)."""
-    stamp = (int(recorded.header.stamp.sec), int(recorded.header.stamp.nanosec))
+    stamp, bag_ns = sent.stamp, sent.bag_ns
     nth = occurrences.get(stamp, 0)
     occurrences[stamp] = nth + 1
     if first:  # the latched model_info, once per output bag, before the first output
         writer.write_message(OUTPUT_TOPICS[MODEL_INFO], MODEL_INFO, bag_ns, serialize(info))
     result = player.instances_for(stamp, nth)
     if result is None:
-        size = (int(getattr(recorded, "width", 0)), int(getattr(recorded, "height", 0)))
-        writer.write_frame(FrameResult(source.key, index, stamp_ns(recorded), bag_ns, str(recorded.header.frame_id),
-                                       size[0], size[1], None))
+        writer.write_frame(FrameResult(source.key, sent.index, stamp[0] * 1_000_000_000 + stamp[1], bag_ns,
+                                       sent.frame_id, sent.width, sent.height, None))
         return
     writer.write_message(OUTPUT_TOPICS[INSTANCE_ARRAY], INSTANCE_ARRAY, bag_ns, serialize(result))
     if has_keypoints:
@@ -178,7 +190,7 @@ def _record(writer: RunWriter, player: Any, source: BagSource, index: int, bag_n
             kp = player.keypoints_for(stamp, nth)
         if kp is not None:
             writer.write_message(OUTPUT_TOPICS[POSE_KEYPOINTS_ARRAY], POSE_KEYPOINTS_ARRAY, bag_ns, serialize(kp))
-    writer.write_frame(frame_from_instance_array(result, source.key, index, bag_ns))
+    writer.write_frame(frame_from_instance_array(result, source.key, sent.index, bag_ns))
 
 
 def _count(messages: Sequence[Any], stamp: tuple[int, int]) -> int:

@@ -71,6 +71,12 @@ class Received:
     keypoints: list[PoseKeypointsArray] = field(default_factory=list)
     debug_images: list[Image] = field(default_factory=list)
     model_info: list[ModelInfo] = field(default_factory=list)
+    # Wall-clock receipt time (ns) of each message, per list above, in the same order.
+    arrival_ns: dict[str, list[int]] = field(default_factory=dict)
+
+    def clear(self, attr: str) -> None:
+        getattr(self, attr).clear()
+        self.arrival_ns.pop(attr, None)
 
 
 class CameraAndConsumer:
@@ -111,8 +117,10 @@ class CameraAndConsumer:
 
     def _on(self, attr: str) -> Callable[[Any], None]:
         def callback(msg: Any) -> None:
+            now = time.time_ns()
             with self._cond:
                 getattr(self.received, attr).append(msg)
+                self.received.arrival_ns.setdefault(attr, []).append(now)
                 self._cond.notify_all()
         return callback
 

@@ -17,7 +17,8 @@ class Backend(ABC):
     """Runs a network on a batch of pre-processed images.
 
     ``infer`` takes ``(B, H, W, 3)`` uint8 RGB at the model's input size and returns
-    the raw outputs named in ``core.metadata.YOLACT_OUTPUTS`` as NumPy arrays.
+    the raw outputs of the model's contract as NumPy arrays: ``core.metadata.YOLACT_OUTPUTS``
+    or ``ROI_OUTPUTS``, by ``metadata.output_format`` (``output_names_for`` lists them).
     """
 
     name: str = "base"

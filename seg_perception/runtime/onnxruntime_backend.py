@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from seg_perception.core.metadata import INPUT_NAME, ModelMetadata, metadata_path_for
+from seg_perception.core.metadata import (
+    INPUT_NAME,
+    ModelMetadata,
+    metadata_path_for,
+    output_names_for,
+    output_trailing_dims,
+)
 from seg_perception.runtime.base import Backend, BackendError
 
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -38,9 +44,8 @@ def _import_ort() -> Any:
 
 
 def required_outputs(metadata: ModelMetadata) -> list[str]:
-    """Output names the graph must provide for this metadata (``YOLACT_OUTPUTS``)."""
-    names = ["boxes", "scores", "mask_coeffs", "protos"]
-    return names + ["keypoints"] if metadata.num_keypoints else names
+    """Output names the graph must provide for this metadata (``YOLACT_OUTPUTS`` or ``ROI_OUTPUTS``)."""
+    return output_names_for(metadata)
 
 
 def select_providers(
@@ -176,20 +181,16 @@ class OnnxRuntimeBackend(Backend):
         missing = [n for n in required_outputs(md) if n not in outputs]
         if missing:
             problems.append(f"missing outputs {missing} (has {sorted(outputs)})")
-        trailing = {
-            "boxes": [4],
-            "scores": [md.num_classes],
-            "mask_coeffs": [md.num_prototypes],
-            "protos": [md.num_prototypes],
-            "keypoints": [md.num_keypoints, 3],
-        }
-        for name, dims in trailing.items():
-            if name not in outputs:
+        for name, dims in output_trailing_dims(md).items():
+            if name not in outputs or not dims:
                 continue
             shape = list(outputs[name].shape)
             tail = shape[len(shape) - len(dims):]
-            if any(isinstance(a, int) and a != b for a, b in zip(tail, dims)):
-                problems.append(f"output {name!r} has shape {shape}, metadata implies [..., {', '.join(map(str, dims))}]")
+            if len(shape) < len(dims) or any(
+                isinstance(a, int) and b is not None and a != b for a, b in zip(tail, dims)
+            ):
+                implied = ", ".join("*" if d is None else str(d) for d in dims)
+                problems.append(f"output {name!r} has shape {shape}, metadata implies [..., {implied}]")
         if problems:
             raise BackendError(f"ONNX model {self.model_path} does not match its metadata: " + "; ".join(problems))
         return batch
@@ -212,7 +213,7 @@ class OnnxRuntimeBackend(Backend):
             raise BackendError(f"ONNX Runtime failed running {self.model_path}: {exc}") from None
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``(B, H, W, 3)`` uint8 RGB -> the raw outputs (``YOLACT_OUTPUTS``), float32 arrays."""
+        """``(B, H, W, 3)`` uint8 RGB -> the raw outputs (``YOLACT_OUTPUTS``/``ROI_OUTPUTS``), float32 arrays."""
         batch = self._check_batch(batch)
         n = batch.shape[0]
         if self._batch_dim is None or self._batch_dim == n:

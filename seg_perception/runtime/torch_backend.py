@@ -118,9 +118,10 @@ class TorchBackend(Backend):
             kwargs = {
                 "num_classes": md.num_classes,
                 "num_keypoints": md.num_keypoints,
-                "num_prototypes": md.num_prototypes,
                 "input_size": (md.input_height, md.input_width),
             }
+            if md.output_format == "yolact":
+                kwargs["num_prototypes"] = md.num_prototypes
         if architecture not in MODEL_BUILDERS:
             raise BackendError(f"{self.model_path}: unknown architecture {architecture!r}")
         try:
@@ -130,13 +131,18 @@ class TorchBackend(Backend):
 
     def _check_model(self, model: torch.nn.Module) -> None:
         md = self.metadata
-        actual = (model.num_classes, model.num_keypoints, model.num_prototypes, tuple(model.input_size))  # type: ignore[attr-defined]
+        actual = (model.num_classes, model.num_keypoints, getattr(model, "num_prototypes", 0),  # type: ignore[attr-defined]
+                  tuple(model.input_size))  # type: ignore[attr-defined]
         expected = (md.num_classes, md.num_keypoints, md.num_prototypes, (md.input_height, md.input_width))
         if actual != expected:
             raise BackendError(
                 f"{self.model_path} does not match its metadata: model (classes, keypoints, prototypes, input HxW) = "
                 f"{actual}, metadata = {expected}"
             )
+        model_format = getattr(model, "output_format", "yolact")
+        if model_format != md.output_format:
+            raise BackendError(f"{self.model_path}: {md.architecture} produces {model_format!r} outputs, "
+                               f"metadata says {md.output_format!r}")
 
     def _check_batch(self, batch: np.ndarray) -> None:
         md = self.metadata
@@ -165,7 +171,7 @@ class TorchBackend(Backend):
         return entry
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """``(B, H, W, 3)`` uint8 RGB -> the raw outputs (``YOLACT_OUTPUTS``), float32 arrays."""
+        """``(B, H, W, 3)`` uint8 RGB -> the raw outputs (``YOLACT_OUTPUTS``/``ROI_OUTPUTS``), float32 arrays."""
         self._check_batch(batch)
         images = torch.from_numpy(np.ascontiguousarray(batch))
         try:

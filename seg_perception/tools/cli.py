@@ -13,6 +13,7 @@ import sys
 # command -> (module, function, one-line summary)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("seg_perception.tools.demo", "main", "run the node on a recording; write an output bag and overlays"),
+    "bench": ("seg_perception.tools.bench", "main", "speed: backends, the node over DDS, peers, post-processing"),
     "soak": ("seg_perception.tools.soak", "main", "the node under a fast camera for a long time: latency, RSS, drops"),
     "export": ("seg_perception.tools.export", "main", "weights + metadata -> ONNX model and metadata JSON"),
     "generate-dataset": ("seg_perception.synth.cli", "main_generate_dataset", "synthetic RGB-D scenes as a COCO dataset"),

@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for an output (lockstep: per frame; timed: after the last frame)")
     r.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID for the node and the player (default: $ROS_DOMAIN_ID, else a random one)")
+    rec = p.add_argument_group("outputs recorded on a robot")
+    rec.add_argument("--recorded", action="append", default=[], metavar="OUTPUT_BAG",
+                     help="instead of running the model, take the outputs `ros2 bag record` kept of the node while "
+                          "`ros2 bag play` replayed BAG (one per BAG, in the same order); outputs pair with images "
+                          "by header stamp")
     t = p.add_argument_group("tolerances")
     t.add_argument("--match-iou", type=float, default=tol.match_iou, help="mask IoU to pair two instances (%(default)s)")
     t.add_argument("--mask-iou", type=float, default=tol.mask_iou, help="a pair below this mask IoU has changed (%(default)s)")
@@ -67,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--score-tol", type=float, default=tol.score, help="allowed score drift (%(default)s)")
     t.add_argument("--keypoint-tol", type=float, default=tol.keypoint_px, help="allowed keypoint drift, pixels (%(default)s)")
     t.add_argument("--allow-dropped", action="store_true",
-                   help="frames the node dropped in a timed replay are reported but not a regression")
+                   help="frames the node dropped (timed replay, or recorded on a robot) are reported but not a regression")
     a = p.add_argument_group("accuracy")
     a.add_argument("--annotations", default=None, metavar="COCO.json",
                    help="COCO annotations of the frames: report mask/box AP, AP50, AP75 and keypoint AP. Images "
@@ -125,8 +130,8 @@ def effective_params(args: argparse.Namespace) -> tuple[Path, dict[str, Any], di
 
 def _param_notes(golden: dict[str, Any], current: dict[str, Any]) -> list[str]:
     notes = []
-    gp, cp = golden.get("params", {}), current.get("params", {})
-    for name in sorted(set(gp) | set(cp)):
+    gp, cp = golden.get("params") or {}, current.get("params") or {}
+    for name in sorted(set(gp) & set(cp)):
         if gp.get(name) != cp.get(name) and name != "model_path":
             notes.append(f"parameter {name}: golden {gp.get(name)!r}, this run {cp.get(name)!r}")
     gm, cm = golden.get("model", {}), current.get("model", {})
@@ -225,6 +230,8 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
         raise ValueError(f"--rate must be >= 0, got {args.rate}")
     if (args.rate or args.use_sim_time) and not args.through_ros:
         raise ValueError("--rate and --use-sim-time apply to --through-ros runs only")
+    if args.recorded and args.through_ros:
+        raise ValueError("--recorded takes outputs recorded elsewhere; it does not combine with --through-ros")
     params_file, values, given = effective_params(args)
     sources = inspect_bags(args.bags, args.topic)
     keys = [s.key for s in sources]
@@ -246,7 +253,7 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
     out = Path(args.out)
     run_dir = out / "run"
     writer = RunWriter(run_dir, storage=args.storage)
-    mode = "through_ros" if args.through_ros else "offline"
+    mode = "through_ros" if args.through_ros else "recorded" if args.recorded else "offline"
     total = sum(s.frames for s in sources)
     bar = tqdm(total=total, unit="frame", desc=f"regress ({mode})", disable=True if args.no_progress else None,
                file=sys.stderr)
@@ -260,6 +267,10 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
                                       writer=writer, log_path=out / "node.log", rate=args.rate,
                                       use_sim_time=args.use_sim_time, timeout=args.timeout,
                                       domain_id=args.domain_id, progress=bar.update)
+        elif args.recorded:
+            from seg_perception.regression.recorded import run_recorded
+
+            entries = run_recorded(sources, args.recorded, writer, progress=bar.update)
         else:
             from seg_perception.pipeline import load_pipeline
             from seg_perception.regression.offline import backend_description, model_description, run_offline
@@ -275,19 +286,20 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
         bar.close()
         writer.close()
     elapsed = time.monotonic() - t_start
-    manifest = {"mode": mode, **entries, "params": values, "params_file": str(params_file),
+    manifest = {"mode": mode, **entries, "params": None if args.recorded else values,
+                "params_file": None if args.recorded else str(params_file),
                 "rate": args.rate if args.through_ros else None, "use_sim_time": bool(args.use_sim_time)}
     writer.finish(manifest)
     current = load_run(run_dir)
     report.update({"mode": mode, "run": str(run_dir), "golden": str(golden_dir), "model": entries["model"],
-                   "backend": entries["backend"], "params": values, "params_given": given,
+                   "backend": entries["backend"], "params": None if args.recorded else values, "params_given": given,
                    "bags": current.manifest["bags"],
                    "timing": {"seconds": round(elapsed, 3), "frames": total,
                               "frames_per_second": round(total / elapsed, 3) if elapsed > 0 else None}})
 
     evaluation = None
     if args.annotations:
-        evaluation = _evaluate(run_dir, args.annotations, entries["model"]["class_names"])
+        evaluation = _evaluate(run_dir, args.annotations, entries["model"]["class_names"] or None)
         current.manifest = update_manifest(run_dir, {"evaluation": evaluation})
         report["evaluation"] = evaluation
 
@@ -314,6 +326,11 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
         for line in _format_eval(evaluation):
             print(line)
     if args.update_golden:
+        if golden is not None:
+            left_out = [e["key"] for e in golden.manifest.get("bags", []) if e["key"] not in keys]
+            if left_out:
+                print(f"note: the new golden run holds only this run's recordings; it no longer has "
+                      f"{', '.join(left_out)}")
         replace_golden(run_dir, golden_dir)
         print(f"golden run updated: {golden_dir}")
     report["status"] = status

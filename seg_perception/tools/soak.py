@@ -117,8 +117,8 @@ def run_load(node_process: Any, player: Any, frames: list, rate_hz: float, durat
             # Collect outputs received so far (ages from their stamps).
             with player._cond:  # take what arrived and forget it: hours of outputs must not pile up
                 new = list(player.received.instances)
-                player.received.instances.clear()
-                player.received.keypoints.clear()
+                player.received.clear("instances")
+                player.received.clear("keypoints")
             receipt = time.monotonic() - start
             wall = clock.now().nanoseconds
             for msg in new:

@@ -1,0 +1,136 @@
+"""The node end to end over real DDS, three processes as on a robot.
+
+A camera process replays 640x480 frames at a fixed rate (stamped at publish
+time), the node runs as in production, and this process subscribes to
+``instances`` like a downstream consumer. Latency is receipt time minus image
+stamp (one clock: all processes run on this machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from seg_perception.benchmark.timing import stats
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def camera_main(argv: list[str] | None = None) -> int:
+    """The camera process: publish a bag's colour frames, looped, at ``--rate`` Hz."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--bag", required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--duration", type=float, required=True)
+    args = p.parse_args(argv)
+    import rclpy
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from seg_perception.bags import read_images
+
+    frames = [deserialize_message(f.raw, Image) for f in read_images(args.bag)
+              if f.msgtype == "sensor_msgs/msg/Image"]
+    rclpy.init()
+    node = rclpy.create_node("bench_camera")
+    pub = node.create_publisher(Image, args.topic, 5)
+    deadline = time.monotonic() + 15
+    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    start = next_t = time.monotonic()
+    i = 0
+    while time.monotonic() - start < args.duration:
+        frame = frames[i % len(frames)]
+        frame.header.stamp = node.get_clock().now().to_msg()
+        pub.publish(frame)
+        i += 1
+        next_t += 1.0 / args.rate
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    print(f"published {i}", flush=True)
+    node.destroy_node()
+    rclpy.shutdown()
+    return 0
+
+
+def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, threads: int, workdir: Path,
+               warmup_s: float = 3.0) -> dict[str, Any]:
+    """Run the three processes; return throughput, latency, drops, CPU, RSS and message sizes."""
+    from rclpy.serialization import serialize_message
+
+    from seg_perception.ros.launch_args import node_launch_spec
+    from seg_perception.ros.replay import CameraAndConsumer, NodeProcess
+
+    repo = Path(__file__).resolve().parents[2]
+    topic = "/bench/camera/image"
+    spec = node_launch_spec({"model_path": str(model_path), "image": topic, "namespace": "bench",
+                             "params_file": str(repo / "config" / "seg_perception.yaml")}, repo)
+    spec.overrides["threads"] = threads
+    node = NodeProcess(spec, workdir / "bench_node.log")
+    consumer = CameraAndConsumer(namespace="bench", image_topic="/bench/unused", node_name="bench_consumer")
+    camera = None
+    try:
+        info = consumer.wait_for_node(node, timeout=120)
+        camera = subprocess.Popen([sys.executable, "-m", "seg_perception.benchmark.node_e2e", "--bag", str(bag),
+                                   "--topic", topic, "--rate", str(rate_hz), "--duration", str(duration_s + warmup_s)],
+                                  stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        time.sleep(warmup_s)
+        with consumer._cond:
+            consumer.received.clear("instances")
+        cpu0, t0 = _cpu_seconds(node.proc.pid), time.monotonic()
+        time.sleep(duration_s)
+        cpu1, t1 = _cpu_seconds(node.proc.pid), time.monotonic()
+        with consumer._cond:
+            msgs = list(consumer.received.instances)
+            arrivals = list(consumer.received.arrival_ns.get("instances", []))
+        camera.wait(timeout=60)
+        published = int(camera.stdout.read().split()[-1])
+        peak_rss = _peak_rss_bytes(node.proc.pid)
+    finally:
+        if camera is not None and camera.poll() is None:
+            camera.kill()
+        consumer.close()
+        node.stop()
+    latencies = [t - (m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec) for m, t in zip(msgs, arrivals)]
+    sizes = [len(serialize_message(m)) for m in msgs]
+    full_frame = [sum(m.image_width * m.image_height for _ in m.instances) + 64 for m in msgs]
+    with_instances = [(s, f) for s, f, m in zip(sizes, full_frame, msgs) if m.instances]
+    return {
+        "model": info.model_name, "backend": info.backend, "threads": threads,
+        "camera_rate_hz": rate_hz, "duration_s": round(t1 - t0, 2),
+        "published_total": published,
+        "processed": len(msgs),
+        "throughput_hz": round(len(msgs) / (t1 - t0), 3),
+        "dropped_fraction": round(1.0 - len(msgs) / max(1.0, rate_hz * (t1 - t0)), 3),
+        "latency": stats([ns / 1e9 for ns in latencies]),
+        "node_cpu_percent": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1),
+        "node_peak_rss_mb": round(peak_rss / 2**20, 1),
+        "instances_per_message": round(float(np.mean([len(m.instances) for m in msgs])), 2) if msgs else 0,
+        "bytes_per_instances_msg": round(float(np.mean(sizes)), 1) if sizes else 0,
+        "bytes_full_frame_mono8": round(float(np.mean(full_frame)), 1) if full_frame else 0,
+        "size_ratio_vs_full_frame_mono8": (round(float(np.mean([f / s for s, f in with_instances])), 1)
+                                           if with_instances else None),
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(camera_main())

@@ -1,0 +1,206 @@
+"""``seg-perception bench``: speed of backends, the node over DDS, peers and post-processing.
+
+Prints tables, writes ``report.json`` and ``latency.png`` (latency distributions)
+into ``--out``, and checks the targets of BENCHMARKS.md. ``--smoke`` runs every
+part for a few iterations on small models: it checks the harness, not the speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import seg_perception.benchmark  # noqa: F401  (single-threaded BLAS, before NumPy loads)
+import numpy as np
+
+REPORT_VERSION = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="seg-perception bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bag", default=str(Path(__file__).resolve().parents[3] / "shared/data/hsr_people/hsr_people_mcap"),
+                   help="recording whose 640x480 frames are used (default: ../shared hsr_people)")
+    p.add_argument("--out", default="bench_output", help="directory for report.json and latency.png")
+    p.add_argument("--threads", type=int, default=2, help="inference threads for every contender (default 2)")
+    p.add_argument("--iterations", type=int, default=30, help="timed rounds per comparison (default 30)")
+    p.add_argument("--node-seconds", type=float, default=30.0, help="measured seconds of each node run")
+    p.add_argument("--camera-rate", type=float, default=30.0, help="camera rate for node runs (Hz)")
+    p.add_argument("--parts", default="backends,node,peers,post", help="comma-separated parts to run")
+    p.add_argument("--cache", default="build/bench_models", help="where random-weight models are exported")
+    p.add_argument("--smoke", action="store_true", help="a few iterations of every part on small models")
+    return p
+
+
+def _frames(bag: str) -> list[np.ndarray]:
+    from seg_perception.bags import read_images
+    from seg_perception.core.image import decode_image
+
+    out = []
+    for f in read_images(bag):
+        m = f.msg
+        out.append(np.array(decode_image(m.encoding, m.width, m.height, m.step, m.data)))
+    return out
+
+
+def _models(args: argparse.Namespace) -> tuple[list, Path]:
+    from seg_perception.benchmark.models import BenchModel, random_weight_model, shipped_model
+    from seg_perception.core.metadata import ModelMetadata
+
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    models = []
+    shipped = shipped_model()
+    if args.smoke:
+        if shipped is None:
+            from seg_perception.models.known_answer import write_known_answer_model
+
+            path = write_known_answer_model(cache)
+            shipped = BenchModel("known_answer", path, None, ModelMetadata.load(path.with_suffix(".json")))
+        return [shipped], shipped.onnx
+    if shipped is not None:
+        models.append(shipped)
+    models.append(random_weight_model("yolact_resnet50", cache))
+    from seg_perception.models.registry import MODEL_BUILDERS
+
+    if "centermask_resnet50" in MODEL_BUILDERS:
+        models.append(random_weight_model("centermask_resnet50", cache))
+    return models, models[0].onnx
+
+
+def _print_table(title: str, rows: list[dict[str, Any]], keys: list[str]) -> None:
+    print(f"\n{title}")
+    widths = {k: max(len(k), *(len(str(r.get(k, ""))) for r in rows)) for k in keys}
+    print("  ".join(k.ljust(widths[k]) for k in keys))
+    for r in rows:
+        print("  ".join(str(r.get(k, "")).ljust(widths[k]) for k in keys))
+
+
+def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """The BENCHMARKS.md targets, each with the measured value and whether it holds."""
+    checks = []
+    backend = {(r["model"], r["backend"]): r for r in report.get("backends", []) if "error" not in r}
+    for run in report.get("node", []):
+        b = backend.get((run["model_key"], "onnxruntime"))
+        if b and run["throughput_hz"]:
+            eff = run["throughput_hz"] / b["throughput_hz"]
+            need = 0.90 if "resnet50" in run["model_key"] else 0.85
+            checks.append({"target": f"node efficiency {run['model_key']} >= {need}", "value": round(eff, 3),
+                           "ok": eff >= need})
+            ratio = run["latency"].get("p95_ms", float("inf")) / b["p95_ms"]
+            checks.append({"target": f"node latency p95 <= 1.5 x backend p95 ({run['model_key']})",
+                           "value": round(ratio, 3), "ok": ratio <= 1.5})
+        if run.get("size_ratio_vs_full_frame_mono8"):
+            checks.append({"target": f"instances >= 20x smaller than full-frame mono8 ({run['model_key']})",
+                           "value": run["size_ratio_vs_full_frame_mono8"],
+                           "ok": run["size_ratio_vs_full_frame_mono8"] >= 20})
+    post = {r["instances"]: r for r in report.get("post", [])}
+    r50 = backend.get(("yolact_resnet50", "onnxruntime"))
+    if 20 in post and r50:
+        share = post[20]["ours"]["p50_ms"] / r50["p50_ms"]
+        checks.append({"target": "post-processing <= 10% of YOLACT-R50 backend time at 20 instances",
+                       "value": round(share, 4), "ok": share <= 0.10})
+    if 100 in post:
+        checks.append({"target": "post-processing >= 5x faster than naive at 100 instances",
+                       "value": post[100]["speedup"], "ok": post[100]["speedup"] >= 5})
+    peers = {r["contender"].split(" ")[0]: r for r in report.get("peers", [])}
+    if "yolact_resnet50" in peers and "maskrcnn_resnet50_fpn" in peers:
+        ratio = peers["yolact_resnet50"]["throughput_hz"] / peers["maskrcnn_resnet50_fpn"]["throughput_hz"]
+        checks.append({"target": "YOLACT-R50 >= 2x the frame rate of Mask R-CNN R50-FPN (CPU)",
+                       "value": round(ratio, 2), "ok": ratio >= 2})
+    return checks
+
+
+def plot_latencies(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = [(f"{r['model']} / {r['backend']}", r["_seconds"]) for r in report.get("backends", []) if "_seconds" in r]
+    series += [(r["contender"], r["_seconds"]) for r in report.get("peers", [])]
+    if not series:
+        return
+    fig, ax = plt.subplots(figsize=(10, 0.5 * len(series) + 1.5))
+    ax.boxplot([np.array(s) * 1e3 for _, s in series], vert=False, showfliers=True)
+    ax.set_yticks(range(1, len(series) + 1), [n for n, _ in series])
+    ax.set_xscale("log")
+    ax.set_xlabel("latency per frame (ms, log scale)")
+    ax.set_title(f"seg_perception bench, {report['machine']['cpu_count']} CPUs, {report['threads']} threads")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.smoke:
+        args.iterations, args.node_seconds = 3, 3.0
+    parts = set(args.parts.split(","))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
+    frames = _frames(args.bag)
+    models, _ = _models(args)
+    report: dict[str, Any] = {
+        "version": REPORT_VERSION, "date": time.strftime("%Y-%m-%d %H:%M:%S"), "smoke": args.smoke,
+        "threads": args.threads,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
+                    "python": platform.python_version()},
+    }
+    if "backends" in parts:
+        from seg_perception.benchmark.backends import bench_backends
+
+        report["backends"] = bench_backends(models, frames, args.threads, args.iterations)
+        _print_table("backend forward pass", report["backends"],
+                     ["model", "backend", "input", "p50_ms", "p95_ms", "throughput_hz", "error"])
+    if "node" in parts:
+        from seg_perception.benchmark.node_e2e import bench_node
+
+        report["node"] = []
+        with tempfile.TemporaryDirectory() as tmp:
+            for model in models:
+                run = bench_node(model.onnx, Path(args.bag), args.camera_rate, args.node_seconds, args.threads,
+                                 Path(tmp))
+                report["node"].append({"model_key": model.name, **run})
+        rows = [{**r, "p50_ms": r["latency"].get("p50_ms"), "p95_ms": r["latency"].get("p95_ms"),
+                 "p99_ms": r["latency"].get("p99_ms")} for r in report["node"]]
+        _print_table("node end to end (camera process -> node -> consumer process)", rows,
+                     ["model_key", "camera_rate_hz", "throughput_hz", "dropped_fraction", "p50_ms", "p95_ms", "p99_ms",
+                      "node_cpu_percent", "node_peak_rss_mb", "bytes_per_instances_msg",
+                      "size_ratio_vs_full_frame_mono8"])
+    if "peers" in parts:
+        from seg_perception.benchmark.peers import bench_peers
+
+        ours = [m for m in models if m.name != "shipped"] or models
+        size = ours[0].metadata.input_width
+        peer_rounds = 1 if args.smoke else max(3, args.iterations // 3)
+        report["peers"] = bench_peers(ours, frames, size, args.threads, peer_rounds, warmup=0 if args.smoke else 1)
+        _print_table(f"peers (image in, instances out; {args.threads} threads)", report["peers"],
+                     ["contender", "input", "p50_ms", "p95_ms", "throughput_hz"])
+    if "post" in parts:
+        from seg_perception.benchmark.postprocessing import bench_postprocessing
+
+        counts = (1, 20) if args.smoke else (1, 20, 100)
+        report["post"] = bench_postprocessing(counts=counts, iterations=args.iterations)
+        _print_table("post-processing, 640x480, 138x138 prototypes (ms, p50)",
+                     [{"instances": r["instances"], "ours": r["ours"]["p50_ms"], "naive": r["naive"]["p50_ms"],
+                       "speedup": r["speedup"]} for r in report["post"]], ["instances", "ours", "naive", "speedup"])
+    report["targets"] = check_targets(report)
+    if report["targets"]:
+        _print_table("targets", report["targets"], ["target", "value", "ok"])
+    plot_latencies(report, out / "latency.png")
+    (out / "report.json").write_text(json.dumps(report, indent=1))
+    print(f"\nreport: {out / 'report.json'}\nchart:  {out / 'latency.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
