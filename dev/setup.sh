@@ -69,4 +69,16 @@ build_interfaces() {
 step interfaces package.xml CMakeLists.txt msg/*.msg dev/pip_ros_fixups.cmake dev/requirements-ros.txt -- \
   build_interfaces
 [ -f build/install/setup.bash ] || { rm -f "$STAMPS/interfaces"; build_interfaces; }
+
+# The default demo recording: a synthetic RGB-D bag (colour, registered depth,
+# camera_info, COCO ground truth) of the shipped model's object classes, rendered
+# deterministically from a fixed seed in a few seconds instead of being committed.
+DEMO_RECORDING=build/demo_recording
+make_demo_recording() {
+  rm -rf "$DEMO_RECORDING"
+  PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}" "$VENV/bin/python" -m seg_perception.tools.cli generate-recording \
+    "$DEMO_RECORDING" --frames 30 --fps 15 --seed 7 --width 640 --height 480 --quiet
+}
+step demo-recording seg_perception/synth/*.py -- make_demo_recording
+[ -f "$DEMO_RECORDING/ground_truth.json" ] || { rm -f "$STAMPS/demo-recording"; make_demo_recording; }
 log "ready: source dev/env.sh"

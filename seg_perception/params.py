@@ -88,12 +88,18 @@ def defaults() -> dict[str, Value]:
     return {p.name: p.default for p in PARAMETERS}
 
 
+# Parameters rclpy itself owns; a params file for the node may set them.
+ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+
+
 def validate(values: dict[str, Any]) -> dict[str, Value]:
     """Check names, types and ranges; return the values merged over the defaults."""
     merged = defaults()
     problems = []
     for name, value in values.items():
         spec = PARAMETERS_BY_NAME.get(name)
+        if name in ROS_OWN_PARAMETERS or name.startswith("qos_overrides."):
+            continue
         if spec is None:
             problems.append(f"unknown parameter {name!r}")
             continue

@@ -192,15 +192,17 @@ def test_ids_are_stable_on_clean_ground_truth_detections(synth_sequence):
     assert s.num_false_positives == 0 and s.mota > 0.97
 
 
-def test_ids_are_stable_on_noisy_detections(synth_sequence):
+@pytest.mark.parametrize("noise_seed", [0, 1, 2])
+def test_ids_are_stable_on_noisy_detections(synth_sequence, noise_seed):
     from seg_perception.tools.synth_eval import DetectionNoise
 
-    s = _evaluate(synth_sequence, DetectionNoise())
-    # Measured on this sequence: 1 switch, fragmentations ~ the detector dropouts
-    # (10 %: each dropped frame interrupts the published track). Over 8 sequences of
-    # 150 frames at 640x480: see the report in synth_eval / the README.
-    assert s.num_id_switches <= 3
-    assert s.num_fragmentations <= 0.2 * s.num_gt
+    s = _evaluate(synth_sequence, DetectionNoise(), seed=noise_seed)
+    # Measured on this sequence over noise seeds 0-9: 1 switch (the re-entry above)
+    # in 9 seeds, 2 in one; fragmentations 30-56 of 388 (8-14 %), which follow the
+    # detector's 10 % dropouts: a frame without a detection interrupts the published
+    # track, since the tracker reports only detected instances. IDF1 0.85-0.92.
+    assert s.num_id_switches <= 2
+    assert s.num_fragmentations <= 0.16 * s.num_gt
     assert s.idf1 > 0.8
 
 

@@ -62,3 +62,9 @@ def test_a_broken_params_file_names_the_file(tmp_path):
 def test_readme_parameter_table_is_the_generated_one():
     assert params.markdown_table() in (REPO / "README.md").read_text(), \
         "README parameter table is stale: paste seg_perception.params.markdown_table() into it"
+
+
+def test_parameters_rclpy_owns_are_accepted_in_a_params_file(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("/**:\n  ros__parameters:\n    use_sim_time: true\n    top_k: 50\n")
+    assert params.load_params_yaml(f)["top_k"] == 50

@@ -8,7 +8,9 @@ import json
 import pytest
 
 from conftest import HSR_MCAP, HSR_SQLITE
-from regress_testlib import hsr_golden, message_fields, read_bag_messages, run_regress  # noqa: F401
+from regress_testlib import (  # noqa: F401 - hsr_golden is a fixture
+    compressed_msg, hsr_golden, hsr_rgb_frames, message_fields, read_bag_messages, run_regress, write_bag,
+)
 
 pytestmark = pytest.mark.ros
 pytest.importorskip("onnxruntime")
@@ -56,6 +58,19 @@ def test_timed_replay_with_sim_time_keeps_the_bag_timing_and_matches(hsr_golden,
     manifest = json.loads((out / "run" / "manifest.json").read_text())
     assert (manifest["rate"], manifest["use_sim_time"]) == (20.0, True)
     assert manifest["params"]["score_threshold"] == 0.3
+
+
+def test_compressed_frames_reach_the_node_on_its_compressed_topic(hsr_golden, known_answer_model, ros_domain,
+                                                                  tmp_path, capsys):
+    # PNG is lossless: the node's outputs equal the raw recording's golden run (same recording key).
+    bag = write_bag(tmp_path / "hsr_people_mcap", [("/cam/image/compressed", "sensor_msgs/msg/CompressedImage", t,
+                                                    compressed_msg(m, "png")) for t, m in hsr_rgb_frames()])
+    out = tmp_path / "out"
+    code, stdout, err = run_regress(capsys, bag, "--through-ros", "--golden", hsr_golden,
+                                    "--model", known_answer_model, "--out", out, "--timeout", "10")
+    assert code == 0, stdout + err + (out / "node.log").read_text()
+    assert "MATCH: 10 instances in 5 frames" in stdout
+    assert "/camera/image/compressed" in (out / "node.log").read_text()
 
 
 def test_sim_time_reaches_the_node_through_its_private_clock_topic(known_answer_model, ros_domain, tmp_path):

@@ -465,6 +465,8 @@ def instances_3d(
     depth = match_depth_to_image(depth, int(image_size[0]), int(image_size[1]))
     kps = detections.keypoints if extra_keypoints is None else np.asarray(extra_keypoints, np.float32)
     n = len(detections)
+    if kps.ndim == 3 and kps.shape[0] != n:
+        raise ValueError(f"keypoints are given for {kps.shape[0]} instances, detections hold {n}")
     num_kp = kps.shape[1] if kps.ndim == 3 else 0
     res = Instances3D.empty(n, num_kp)
     for i, mask in enumerate(detections.masks):

@@ -71,6 +71,10 @@ class TrackerParams:
     low_match_iou:   minimum similarity of a stage-2 (low-score) pair; stricter,
                      because a weak detection is more likely a false positive.
     mask_weight:     weight of mask IoU against box IoU in the similarity (0..1).
+                     Masks separate same-class objects whose boxes overlap, but a
+                     thin object that rotates changes its mask faster than its box:
+                     on the synthetic sequences 0.5 cost 2-4 more ID switches than
+                     0 or 0.25, which measured the same.
     min_hits:        consecutive matched frames before a track gets an id (>= 1).
     max_age:         frames a confirmed track survives without a match (>= 0).
     class_aware:     only match a track to detections of its class.
@@ -79,8 +83,6 @@ class TrackerParams:
     max_dt:          longest prediction step in seconds; a longer gap (a stall)
                      predicts no further, so a stale velocity cannot throw boxes away.
     default_dt:      step in seconds when no stamps are given.
-    lost_velocity_decay: factor (0..1) applied to a lost track's velocity each
-                     frame it stays unmatched (1 = constant velocity, as ByteTrack).
     """
 
     high_score: float = 0.5
@@ -88,18 +90,16 @@ class TrackerParams:
     new_track_score: float = 0.6
     match_iou: float = 0.2
     low_match_iou: float = 0.4
-    mask_weight: float = 0.5
+    mask_weight: float = 0.25
     min_hits: int = 2
     max_age: int = 30
     class_aware: bool = True
     matcher: str = "auto"
     max_dt: float = 1.0
     default_dt: float = 1.0 / 15.0
-    lost_velocity_decay: float = 1.0
 
     def __post_init__(self) -> None:
-        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou", "mask_weight",
-                     "lost_velocity_decay"):
+        for name in ("high_score", "low_score", "new_track_score", "match_iou", "low_match_iou", "mask_weight"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -339,11 +339,6 @@ class Tracker:
         det_areas = [int(np.count_nonzero(m.data)) for m in detections.masks] if has_masks else [0] * n
 
         for t in self._tracks:
-            if t.misses > 0:
-                # A lost track coasts to a stop instead of flying off with its last
-                # velocity, so an object that left the view (the head panned away)
-                # is found where it left when it comes back.
-                t.kf.x[4:] *= p.lost_velocity_decay
             t.kf.predict(dt)
 
         high = np.flatnonzero(scores >= p.high_score)

@@ -117,14 +117,19 @@ class YolactPlus(Yolact):
     ``forward`` is YOLACT's (the raw-output contract); ``mask_iou`` scores assembled masks.
     """
 
-    def __init__(self, *args, maskiou_channels: Sequence[int] = MASKIOU_CHANNELS, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, maskiou_channels: Sequence[int] = MASKIOU_CHANNELS, mask_rescoring: bool = True,
+                 **kwargs) -> None:  # type: ignore[no-untyped-def]
         super().__init__(*args, **kwargs)
+        # Without re-scoring the MaskIoU net still exists (checkpoints hold it) but is not
+        # exported, so inputs below 256 px are allowed (e.g. 192 px on a small Jetson).
+        self.mask_rescoring = bool(mask_rescoring)
         proto_side = min(2 * -(-s // 8) for s in self.input_size)  # P3 upsampled x2
-        if proto_side < MIN_PROTO_SIDE:
+        if self.mask_rescoring and proto_side < MIN_PROTO_SIDE:
             raise ValueError(
                 f"YOLACT++ needs an input of at least 256 px per side: its MaskIoU net (five unpadded "
                 f"stride-2 3x3 convs) needs prototypes of {MIN_PROTO_SIDE} px or more, "
-                f"{self.input_size[1]}x{self.input_size[0]} gives {proto_side}"
+                f"{self.input_size[1]}x{self.input_size[0]} gives {proto_side} "
+                f"(mask_rescoring=False builds it without re-scoring)"
             )
         self.maskiou_net = MaskIoUNet(self.num_classes, maskiou_channels)
         for m in self.maskiou_net.modules():  # same init as the rest of the head
@@ -182,6 +187,7 @@ def _yolact_plus(
     num_prototypes: int = 32,
     num_keypoints: int = 0,
     semantic_seg_head: bool = False,
+    mask_rescoring: bool = True,
 ) -> YolactPlus:
     hw = _as_hw(input_size)
     dcn_layers, dcn_interval = YOLACT_PLUS_DCN[depth]
@@ -190,12 +196,13 @@ def _yolact_plus(
         prior_scales=yolact_plus_prior_scales(max(hw)), aspect_ratios=BASE_ASPECT_RATIOS,
         use_square_anchors=False, fpn_channels=fpn_channels, num_prototypes=num_prototypes,
         num_keypoints=num_keypoints, input_size=hw, semantic_seg_head=semantic_seg_head,
+        mask_rescoring=mask_rescoring,
     )
     model.architecture = architecture
     model.build_kwargs = {
         "num_classes": num_classes, "input_size": list(hw), "fpn_channels": fpn_channels,
         "num_prototypes": num_prototypes, "num_keypoints": num_keypoints,
-        "semantic_seg_head": semantic_seg_head,
+        "semantic_seg_head": semantic_seg_head, "mask_rescoring": mask_rescoring,
     }
     return model
 
@@ -203,21 +210,23 @@ def _yolact_plus(
 def yolact_plus_resnet50(
     num_classes: int = 80, *, input_size: int | Sequence[int] = 550, fpn_channels: int = 256,
     num_prototypes: int = 32, num_keypoints: int = 0, semantic_seg_head: bool = False,
+    mask_rescoring: bool = True,
 ) -> YolactPlus:
     """Official ``yolact_plus_resnet50`` (550 px); loads ``yolact_plus_resnet50_54_800000.pth``."""
     return _yolact_plus("yolact_plus_resnet50", 50, num_classes, input_size, fpn_channels=fpn_channels,
                         num_prototypes=num_prototypes, num_keypoints=num_keypoints,
-                        semantic_seg_head=semantic_seg_head)
+                        semantic_seg_head=semantic_seg_head, mask_rescoring=mask_rescoring)
 
 
 def yolact_plus_resnet101(
     num_classes: int = 80, *, input_size: int | Sequence[int] = 550, fpn_channels: int = 256,
     num_prototypes: int = 32, num_keypoints: int = 0, semantic_seg_head: bool = False,
+    mask_rescoring: bool = True,
 ) -> YolactPlus:
     """Official ``yolact_plus_base`` (ResNet-101, 550 px); loads ``yolact_plus_base_54_800000.pth``."""
     return _yolact_plus("yolact_plus_resnet101", 101, num_classes, input_size, fpn_channels=fpn_channels,
                         num_prototypes=num_prototypes, num_keypoints=num_keypoints,
-                        semantic_seg_head=semantic_seg_head)
+                        semantic_seg_head=semantic_seg_head, mask_rescoring=mask_rescoring)
 
 
 __all__ = [

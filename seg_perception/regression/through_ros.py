@@ -84,6 +84,7 @@ def run_through_ros(
     spec = node_launch_spec({"namespace": namespace, "image": "camera/image", "camera_info": "camera/camera_info",
                              "params_file": str(params_file), "use_compressed": str(compressed).lower()}, repo)
     spec.overrides.update(overrides)
+    spec.overrides["use_compressed"] = compressed  # follows the recordings, whatever the params file says
     clock_topic = None
     if use_sim_time:
         spec.overrides["use_sim_time"] = True
@@ -161,7 +162,11 @@ def _wait_until_active(player: Any, node: Any, timeout: float) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if player.wait_for(lambda r: bool(r.model_info), 0.5):
-            return player.wait_for_node(node, timeout=10.0)
+            info = player.wait_for_node(node, timeout=10.0)
+            if player.image_pub.get_subscription_count() == 0:
+                raise NodeRunError(f"the node is active but does not subscribe to {player.image_pub.topic_name}:"
+                                   f"\n{node.log_tail()}")
+            return info
         if not node.alive():
             raise NodeRunError(f"the node exited with code {node.proc.returncode}:\n{node.log_tail()}")
         if "configure failed" in node.log_tail():

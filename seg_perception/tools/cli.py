@@ -16,9 +16,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("seg_perception.tools.bench", "main", "speed: backends, the node over DDS, peers, post-processing"),
     "soak": ("seg_perception.tools.soak", "main", "the node under a fast camera for a long time: latency, RSS, drops"),
     "export": ("seg_perception.tools.export", "main", "weights + metadata -> ONNX model and metadata JSON"),
+    "engine": ("seg_perception.tools.engine", "main", "ONNX model -> TensorRT engine (FP16/INT8), cached per GPU/TensorRT"),
     "generate-dataset": ("seg_perception.synth.cli", "main_generate_dataset", "synthetic RGB-D scenes as a COCO dataset"),
     "generate-recording": ("seg_perception.synth.cli", "main_generate_recording", "synthetic camera recording as a rosbag2 bag"),
     "regress": ("seg_perception.tools.regress", "main", "replay bags, compare the outputs with a golden run (CI exit code)"),
+    "train": ("seg_perception.tools.train", "main", "train a model on a COCO-format dataset (checkpoints, curves, ONNX)"),
+    "evaluate": ("seg_perception.tools.evaluate", "main", "COCO mask/box/keypoint AP of a model on a dataset or an annotated bag"),
 }
 
 

@@ -1,0 +1,73 @@
+"""How the shipped default model is made and measured (README "The shipped model").
+
+``python -m seg_perception.training.shipped record [--model M] [--val DIR]`` evaluates
+the model on the held-out synthetic validation set (generated from ``VAL_SEED`` when
+``DIR`` lacks it) and on its first ``CI_SUBSET`` images, and writes the figures to
+``<model>.eval.json``, which ``test/test_shipped_model.py`` checks against.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# The data the shipped model was trained and validated on (synth.write_coco_dataset).
+TRAIN_SEED = 0
+TRAIN_IMAGES = 2000
+VAL_SEED = 1000  # held out: no training image comes from this seed
+VAL_IMAGES = 200
+IMAGE_WIDTH, IMAGE_HEIGHT = 384, 288
+CI_SUBSET = 24  # images of the validation set the CI test re-evaluates (< 60 s)
+TOLERANCE = 0.03  # mask AP the CI test tolerates below the recorded subset figure
+
+
+def record(model: Path, val_dir: Path, threads: int = 2) -> dict:
+    """Evaluate ``model`` on the validation set and its CI subset; write and return the record."""
+    from seg_perception.synth import write_coco_dataset
+    from seg_perception.tools.evaluate import dataset_frames, evaluate_frames, load_evaluation_pipeline
+
+    annotations = val_dir / "annotations.json"
+    if not annotations.exists():
+        write_coco_dataset(val_dir, VAL_IMAGES, VAL_SEED, IMAGE_WIDTH, IMAGE_HEIGHT)
+    out: dict = {
+        "model": model.name,
+        "model_bytes": model.stat().st_size,
+        "validation_set": {"generator": "seg_perception.synth.write_coco_dataset", "seed": VAL_SEED,
+                           "num_images": VAL_IMAGES, "width": IMAGE_WIDTH, "height": IMAGE_HEIGHT},
+        "tolerance": TOLERANCE,
+        "score_threshold": 0.05,
+    }
+    for key, n in (("full", VAL_IMAGES), ("ci_subset", CI_SUBSET)):
+        pipeline = load_evaluation_pipeline(model, threads=threads)
+        try:
+            report = evaluate_frames(pipeline, dataset_frames(annotations, n), annotations)
+        finally:
+            pipeline.close()
+        out[key] = {"num_images": report["images"], "segm": report["segm"], "bbox": report["bbox"],
+                    "keypoints": report["keypoints"], "fps": report["fps"]}
+        if key == "full":
+            out[key]["per_class"] = report["per_class"]
+    model.with_suffix(".eval.json").write_text(json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m seg_perception.training.shipped", description=__doc__.split("\n\n")[0])
+    p.add_argument("command", choices=("record",))
+    p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped model)")
+    p.add_argument("--val", type=Path, default=Path("build/data/synth_val"), help="validation set directory")
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    from seg_perception.pipeline import default_model_path
+
+    model = args.model or default_model_path()
+    result = record(model, args.val, args.threads)
+    print(json.dumps({k: v for k, v in result.items() if k != "full"} | {"full": {k: v for k, v in result["full"].items()
+                                                                            if k != "per_class"}}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

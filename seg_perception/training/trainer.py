@@ -1,0 +1,386 @@
+"""The training loop: optimiser, warm-up + cosine/step schedule, checkpoints and resume, curves.
+
+``train(config)`` trains a model of the registry on a COCO-format dataset and, when
+asked, exports the result as ONNX + metadata JSON ready for the node. Everything it
+writes lies in ``config.out_dir``:
+
+    checkpoints/last.pth           newest weights + optimiser state (resume from here)
+    checkpoints/iter_000500.pth    every ``checkpoint_every`` iterations (the newest ``keep_checkpoints``)
+    log.jsonl                      one JSON line per logged iteration / evaluation
+    loss_curve.png  ap_curve.png   curves (matplotlib)
+    config.json                    the configuration the run used
+
+With a wall-clock budget (``max_minutes``) the schedule follows the elapsed share of
+the budget rather than of the iterations (whichever is further along), and the run
+ends when the budget is spent: on a shared CPU the speed changes during the run, and
+a cosine schedule cut short would leave the model at a high learning rate.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from seg_perception.training.augment import EvalResize, TrainAugment
+from seg_perception.training.dataset import CocoInstanceDataset, DatasetInfo, collate
+from seg_perception.training.losses import YolactLossConfig, yolact_losses
+
+IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB, 0-255 (ModelMetadata's defaults)
+IMAGENET_STD = (58.40, 57.12, 57.38)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run needs; ``tools/train.py`` fills it from flags or YAML."""
+
+    train_annotations: str
+    out_dir: str
+    val_annotations: str | None = None
+    architecture: str = "yolact_slim"
+    input_size: tuple[int, int] = (192, 256)  # (height, width)
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    iterations: int = 2000
+    max_minutes: float | None = None
+    batch_size: int = 8
+    optimizer: str = "adamw"  # or "sgd"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    momentum: float = 0.9
+    warmup_iterations: int = 100
+    schedule: str = "cosine"  # or "step" (x0.1 at 2/3 and 8/9 of the run)
+    grad_clip: float = 10.0
+    checkpoint_every: int = 250
+    keep_checkpoints: int = 3
+    eval_every: int = 250
+    eval_images: int = 40
+    log_every: int = 10
+    device: str = "cpu"
+    threads: int = 2
+    workers: int = 1
+    seed: int = 0
+    resume: bool = False
+    export_path: str | None = None
+    model_name: str = "seg_perception_model"
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.input_size = (int(self.input_size[0]), int(self.input_size[1]))
+        if self.optimizer not in ("adamw", "sgd"):
+            raise ValueError(f"optimizer must be 'adamw' or 'sgd', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "step"):
+            raise ValueError(f"schedule must be 'cosine' or 'step', got {self.schedule!r}")
+        if self.iterations < 1 or self.batch_size < 1:
+            raise ValueError("iterations and batch_size must be >= 1")
+
+
+def lr_factor(it: int, total: int, warmup: int, schedule: str, time_fraction: float = 0.0) -> float:
+    """Multiplier of the base learning rate at iteration ``it`` (0-based) of ``total``.
+
+    ``time_fraction``: share of a wall-clock budget already spent; the schedule is as
+    far along as the larger of the two fractions.
+    """
+    if warmup > 0 and it < warmup:
+        return 0.1 + 0.9 * it / warmup  # linear warm-up from a tenth, as YOLACT's lr_warmup_init
+    progress = min(1.0, max((it - warmup) / max(1, total - warmup), time_fraction))
+    if schedule == "step":
+        return 1.0 if progress < 2 / 3 else 0.1 if progress < 8 / 9 else 0.01
+    return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def normalise(images: Tensor, device: torch.device) -> Tensor:
+    """``(B, 3, H, W)`` uint8 RGB -> normalised float, as ``transform.InputNormalizer`` does in the graph."""
+    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
+    return (images.to(device).float() - mean) / std
+
+
+def build_model_for(config: TrainConfig, info: DatasetInfo) -> nn.Module:
+    """The registry model sized for the dataset's classes and keypoints, with the semantic head on."""
+    from seg_perception.models.registry import build_model
+
+    kwargs = {"num_classes": len(info.class_names), "num_keypoints": len(info.keypoint_names),
+              "input_size": config.input_size, "semantic_seg_head": True, **config.model_kwargs}
+    return build_model(config.architecture, **kwargs)
+
+
+def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float = 0.05) -> Callable[[np.ndarray], Any]:
+    """``rgb (H, W, 3) uint8 -> Detections`` with the torch model and the node's post-processing.
+
+    Used for the AP curve during training; ``tools.evaluate`` uses the ONNX pipeline instead.
+    """
+    from seg_perception.core.keypoints import class_keypoint_table
+    from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
+    from seg_perception.core.preprocess import resize_for_network
+
+    h_in, w_in = model.input_size  # type: ignore[attr-defined]
+    params = PostprocessParams(score_threshold=score_threshold, max_detections=100)
+    table = (class_keypoint_table(info.class_names, len(info.keypoint_names), info.class_keypoints)
+             if info.class_keypoints else None)
+    device = next(model.parameters()).device
+
+    def predict(rgb: np.ndarray) -> Any:
+        batch = resize_for_network(rgb, w_in, h_in)
+        with torch.no_grad():
+            x = normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), device)
+            out = {k: v[0].cpu().numpy() for k, v in model(x).items()}
+        return postprocess_yolact(out["boxes"], out["scores"], out["mask_coeffs"], out["protos"],
+                                  image_width=rgb.shape[1], image_height=rgb.shape[0], params=params,
+                                  keypoints=out.get("keypoints"), keypoint_table=table)
+
+    return predict
+
+
+def evaluate_predictor(predict: Callable[[np.ndarray], Any], annotations: str | Path, max_images: int | None = None,
+                       keypoint_sigmas: list[float] | None = None, return_detections: bool = False) -> dict[str, Any]:
+    """COCO metrics of ``predict`` on the first ``max_images`` images of a COCO dataset.
+
+    Images are read from disk as the node would receive them (RGB, source size); the
+    metrics come from ``evaluation.coco.evaluate_detections``. Adds ``fps`` (frames per
+    second of ``predict``, pre- and post-processing included).
+    """
+    import cv2
+
+    from seg_perception.evaluation.coco import evaluate_detections, load_coco
+
+    annotations = Path(annotations)
+    doc = json.loads(annotations.read_text())
+    info_sigmas = keypoint_sigmas or doc.get("keypoint_sigmas") or None
+    images = sorted(doc["images"], key=lambda im: im["id"])[:max_images]
+    coco = load_coco(doc)
+    class_names = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
+    dets = {}
+    elapsed = 0.0
+    for img in images:
+        bgr = cv2.imread(str(annotations.parent / img["file_name"]), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise FileNotFoundError(f"image {img['file_name']} of {annotations} is missing")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        t0 = time.perf_counter()
+        dets[int(img["id"])] = predict(rgb)
+        elapsed += time.perf_counter() - t0
+    result = evaluate_detections(dets, coco, class_names=class_names, keypoint_sigmas=info_sigmas)
+    result["fps"] = len(images) / elapsed if elapsed > 0 else None
+    if return_detections:
+        result["_detections"] = dets
+        result["_coco"] = coco
+    return result
+
+
+def _save_curves(history: list[dict[str, Any]], out_dir: Path) -> None:
+    """loss_curve.png and ap_curve.png from the log (skipped quietly without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    losses = [h for h in history if h.get("kind") == "train"]
+    if losses:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        keys = [k for k in losses[-1]["losses"]]
+        for k in keys + ["total"]:
+            ys = [h["losses"].get(k, float("nan")) if k != "total" else h["total"] for h in losses]
+            ax.plot([h["iteration"] for h in losses], ys, label=k, lw=2 if k == "total" else 1)
+        ax.set_yscale("log")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("loss")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "loss_curve.png", dpi=100)
+        plt.close(fig)
+    evals = [h for h in history if h.get("kind") == "eval"]
+    if evals:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        its = [h["iteration"] for h in evals]
+        for name, key in (("mask AP", ("segm", "AP")), ("box AP", ("bbox", "AP")), ("mask AP50", ("segm", "AP50")),
+                          ("keypoint AP", ("keypoints", "AP"))):
+            ys = [((h.get(key[0]) or {}).get(key[1]) or 0.0) for h in evals]
+            ax.plot(its, ys, marker="o", label=name)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("AP (validation subset)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(out_dir / "ap_curve.png", dpi=100)
+        plt.close(fig)
+
+
+def _infinite_batches(loader: torch.utils.data.DataLoader):
+    while True:
+        yield from loader
+
+
+def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) training; returns a summary (iterations, minutes, last losses, last eval, paths)."""
+    from seg_perception.models.checkpoint import read_checkpoint, save_checkpoint, state_dict_of
+
+    out_dir = Path(config.out_dir)
+    ckpt_dir = out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, config.threads))
+    random.seed(config.seed)
+    np.random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    device = torch.device(config.device)
+
+    dataset = CocoInstanceDataset(config.train_annotations)
+    info = dataset.info
+    dataset.transform = TrainAugment(config.input_size, info.keypoint_names)
+    generator = torch.Generator().manual_seed(config.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=config.batch_size, shuffle=True, drop_last=len(dataset) >= config.batch_size,
+        collate_fn=collate, num_workers=config.workers, generator=generator,
+        worker_init_fn=_seed_worker, persistent_workers=config.workers > 0,
+    )
+    model = build_model_for(config, info).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "adamw":
+        optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    else:
+        optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    loss_cfg = YolactLossConfig()
+
+    start_it = 0
+    total = config.iterations
+    history: list[dict[str, Any]] = []
+    elapsed_before = 0.0
+    last_path = ckpt_dir / "last.pth"
+    if config.resume and last_path.exists():
+        ckpt = read_checkpoint(last_path)
+        model.load_state_dict(state_dict_of(ckpt, str(last_path)))
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start_it = int(ckpt["iteration"])
+        total = config.iterations  # the flags of the resumed run decide its length
+        elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        history = json.loads(ckpt.get("history_json", "[]"))
+        log(f"resumed from {last_path} at iteration {start_it} of {total}")
+    (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
+    budget_s = config.max_minutes * 60 if config.max_minutes else None
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - t_start
+
+    def checkpoint(it: int, named: bool) -> None:
+        extra = {"optimizer": optimizer.state_dict(), "iteration": it, "total_iterations": total,
+                 "elapsed_s": elapsed(),
+                 "history_json": json.dumps(history), "class_names": info.class_names,
+                 "keypoint_names": info.keypoint_names}
+        save_checkpoint(model, last_path, extra)
+        if named:
+            save_checkpoint(model, ckpt_dir / f"iter_{it:06d}.pth", {"iteration": it})
+            old = sorted(ckpt_dir.glob("iter_*.pth"))[:-config.keep_checkpoints]
+            for p in old:
+                p.unlink()
+
+    def evaluate(it: int) -> dict[str, Any] | None:
+        if not config.val_annotations or config.eval_images <= 0:
+            return None
+        model.eval()
+        try:
+            res = evaluate_predictor(torch_predictor(model, info), config.val_annotations, config.eval_images,
+                                     info.keypoint_sigmas or None)
+        finally:
+            model.train()
+        entry = {"kind": "eval", "iteration": it, "segm": res["segm"], "bbox": res["bbox"],
+                 "keypoints": res["keypoints"]}
+        history.append(entry)
+        kp = (res["keypoints"] or {}).get("AP")
+        log(f"eval @ {it}: mask AP {res['segm']['AP']:.3f}  box AP {res['bbox']['AP']:.3f}  "
+            f"keypoint AP {kp if kp is None else round(kp, 3)}")
+        return entry
+
+    bar = None
+    if config.progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=start_it, unit="it", dynamic_ncols=True, mininterval=5.0)
+    model.train()
+    t_start = time.perf_counter()
+    batches = _infinite_batches(loader)
+    running: dict[str, float] = {}
+    it = start_it
+    while it < total:
+        images, targets = next(batches)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * lr_factor(it, total, config.warmup_iterations, config.schedule,
+                                                elapsed() / budget_s if budget_s else 0.0)
+        raw = model.forward_raw(normalise(images, device))
+        losses = yolact_losses(raw, targets, config.input_size, loss_cfg)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        if torch.isfinite(loss):
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, config.grad_clip)
+            optimizer.step()
+        it += 1
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if budget_s is not None and elapsed() >= budget_s and it < total:
+            log(f"time budget of {config.max_minutes} min spent after {it} iterations")
+            total = it
+            if bar is not None:
+                bar.total = total
+        if it % config.log_every == 0 or it == total:
+            n = config.log_every if it % config.log_every == 0 else (it % config.log_every) or 1
+            avg = {k: v / n for k, v in running.items()}
+            running = {}
+            entry = {"kind": "train", "iteration": it, "lr": optimizer.param_groups[0]["lr"], "losses": avg,
+                     "total": sum(avg.values()), "elapsed_s": elapsed()}
+            history.append(entry)
+            with open(out_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(entry) + "\n")
+            if bar is not None:
+                bar.set_postfix(loss=f"{entry['total']:.3f}")
+        if bar is not None:
+            bar.update(1)
+        if it % config.checkpoint_every == 0 or it == total:
+            checkpoint(it, named=True)
+        if (it % config.eval_every == 0 or it == total) and config.val_annotations:
+            entry = evaluate(it)
+            if entry is not None:
+                with open(out_dir / "log.jsonl", "a") as f:
+                    f.write(json.dumps(entry) + "\n")
+            checkpoint(it, named=False)  # the history in last.pth includes the evaluation
+            _save_curves(history, out_dir)
+    if bar is not None:
+        bar.close()
+    _save_curves(history, out_dir)
+    minutes = (elapsed_before + time.perf_counter() - t_start) / 60
+    summary: dict[str, Any] = {"iterations": it, "minutes": minutes, "checkpoint": str(last_path),
+                               "last_losses": next((h["losses"] for h in reversed(history) if h["kind"] == "train"), {}),
+                               "last_eval": next((h for h in reversed(history) if h["kind"] == "eval"), None)}
+    if config.export_path:
+        summary["onnx"] = str(export_trained(model, info, config.export_path, config.model_name))
+        log(f"exported {summary['onnx']}")
+    return summary
+
+
+def export_trained(model: nn.Module, info: DatasetInfo, path: str | Path, name: str) -> Path:
+    """ONNX + metadata JSON of a trained model, with the dataset's classes and keypoint tables."""
+    from seg_perception.models.export import export_onnx, metadata_for_model
+
+    metadata = metadata_for_model(model, name, info.class_names, info.keypoint_names, info.skeleton,
+                                  class_keypoints=info.class_keypoints, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    return export_onnx(model.cpu().eval(), metadata, path)
+
+
+def _seed_worker(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32
+    random.seed(seed)
+    np.random.seed(seed)
+
+
+__all__ = ["TrainConfig", "lr_factor", "normalise", "build_model_for", "torch_predictor", "evaluate_predictor",
+           "train", "export_trained"]

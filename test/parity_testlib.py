@@ -1,0 +1,115 @@
+"""Helpers for the YOLACT++ / CenterMask tests (not a test module).
+
+Small, seeded models of every new architecture with "test weights": random weights are
+deliberate (the tests compare two executions of the same network, or check shapes and
+names), but adjusted so the interesting paths run: BatchNorm statistics away from the
+identity, FCOS scores spread out and above the 0.05 pre-NMS threshold (the official
+focal-loss prior would keep every score at 0.01), MaskIoU predictions near 1 so scores
+stay positive, masks with real structure.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+FIXTURES = Path(__file__).parent / "fixtures"
+CLASSES = ["person", "bottle", "cup"]
+KEYPOINTS = ["head", "left_hand", "right_hand"]
+SEED = 4321
+
+
+def listing(name: str) -> dict:
+    """``official_<name>_keys.json`` from test/fixtures."""
+    return json.loads((FIXTURES / f"official_{name}_keys.json").read_text())
+
+
+def state_dict_from_listing(keys: dict) -> dict:
+    """Tensors of the listed shapes with recognisable values (index of the key)."""
+    import torch
+
+    out = {}
+    for i, (key, shape) in enumerate(keys.items()):
+        if key.startswith("_"):
+            continue
+        dtype = torch.int64 if key.endswith("num_batches_tracked") else torch.float32
+        out[key] = torch.full(shape, float(i % 97), dtype=dtype)
+    return out
+
+
+def _perturb_batchnorm(model) -> None:
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.2)
+
+
+def small_centermask(arch: str, input_size=64, **kwargs):
+    """A seeded CenterMask variant (3 classes) with test weights; ``kwargs`` go to the builder."""
+    import torch
+
+    from seg_perception.models import build_model
+
+    torch.manual_seed(SEED)
+    model = build_model(arch, num_classes=len(CLASSES), input_size=input_size, **kwargs).eval()
+    _perturb_batchnorm(model)
+    head = model.proposal_generator.fcos_head
+    with torch.no_grad():
+        torch.nn.init.normal_(head.cls_logits.weight, std=0.05)
+        head.cls_logits.bias.fill_(-0.5)
+        torch.nn.init.normal_(head.ctrness.weight, std=0.05)
+        torch.nn.init.normal_(head.bbox_pred.weight, std=0.05)
+        head.bbox_pred.bias.fill_(1.0)  # boxes of a few strides around each location
+        # Mask logits well away from 0, so a 1e-5 difference cannot flip a pixel.
+        torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=3.0)
+        if model.roi_heads.maskiou_head is not None:
+            # Predicted IoUs near 0.9: scores stay positive and below 1.
+            torch.nn.init.normal_(model.roi_heads.maskiou_head.maskiou.weight, std=1e-4)
+            model.roi_heads.maskiou_head.maskiou.bias.fill_(0.9)
+    return model
+
+
+def small_yolact_plus(arch: str, input_size=128, **kwargs):
+    """A seeded YOLACT++ (3 classes) with test weights, DCN offsets switched on."""
+    import torch
+
+    from seg_perception.models import build_model
+
+    torch.manual_seed(SEED)
+    model = build_model(arch, num_classes=len(CLASSES), input_size=input_size, **kwargs).eval()
+    _perturb_batchnorm(model)
+    with torch.no_grad():
+        for m in model.modules():
+            if hasattr(m, "conv_offset_mask"):
+                # Zero offsets (the official init) would test nothing deformable.
+                torch.nn.init.normal_(m.conv_offset_mask.weight, std=0.01)
+                torch.nn.init.normal_(m.conv_offset_mask.bias, std=0.5)
+    return model
+
+
+def threshold_in_a_gap(scores: np.ndarray, keep: int) -> float:
+    """A threshold half-way between the keep-th and (keep+1)-th best scores (no candidate near it)."""
+    best = np.sort(np.asarray(scores, np.float64).ravel())[::-1]
+    keep = min(keep, len(best) - 1)
+    return float((best[keep - 1] + best[keep]) / 2)
+
+
+def mask_iou(a, b, width: int, height: int) -> float:
+    fa = a.to_full(height, width).astype(bool)
+    fb = b.to_full(height, width).astype(bool)
+    union = np.logical_or(fa, fb).sum()
+    return 1.0 if union == 0 else float(np.logical_and(fa, fb).sum() / union)
+
+
+def skimage_images(count: int = 3) -> list[np.ndarray]:
+    """RGB scikit-image samples (astronaut, coffee, chelsea), or [] without scikit-image."""
+    try:
+        from skimage import data
+    except ImportError:
+        return []
+    return [np.ascontiguousarray(f()[..., :3]) for f in (data.astronaut, data.coffee, data.chelsea)[:count]]
