@@ -6,7 +6,7 @@ DEMO_BAG ?= ../shared/data/hsr_people/hsr_people_mcap
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test golden clean
+.PHONY: setup demo test test-py310 golden clean
 
 setup:
 	@./dev/setup.sh
@@ -16,6 +16,9 @@ demo: setup
 
 test: setup
 	@$(RUN) python -m pytest -q $(PYTEST_ARGS)
+
+test-py310:  # the ROS-free core on Python 3.10 + NumPy < 2 (Humble); skipped without Python 3.10
+	@./dev/test_core_py310.sh
 
 golden: setup  # regenerate the committed regression golden for the shipped model
 	@$(RUN) dev/regenerate_golden.sh
