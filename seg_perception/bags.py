@@ -146,3 +146,43 @@ class OutputBag:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+@dataclass
+class Companions:
+    """The depth image and camera infos recorded with one colour frame (CDR bytes, or None)."""
+
+    camera_info: bytes | None = None
+    depth: bytes | None = None
+    depth_camera_info: bytes | None = None
+
+
+def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: float = 0.1) -> list[Companions]:
+    """For each colour frame, the nearest-in-time depth image and camera infos of the bag.
+
+    Topics are recognised by type and name: a depth topic is an Image topic with
+    "depth" in its name; its camera info shares the depth topic's namespace.
+    """
+    with AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+        by_topic: dict[str, list[tuple[int, bytes]]] = {}
+        wanted = [c for c in reader.connections if c.msgtype in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image")]
+        for conn, t, raw in reader.messages(connections=wanted):
+            by_topic.setdefault(conn.topic, []).append((t, bytes(raw)))
+        types = {c.topic: c.msgtype for c in wanted}
+    colour_ns = frames[0].topic.rsplit("/", 1)[0] if frames else ""
+    depth_topics = [t for t, m in types.items() if m.endswith("Image") and "depth" in t.lower()]
+    infos = [t for t, m in types.items() if m.endswith("CameraInfo")]
+    depth_topic = depth_topics[0] if depth_topics else None
+    depth_ns = depth_topic.rsplit("/", 1)[0] if depth_topic else None
+    colour_info = next((t for t in infos if t.rsplit("/", 1)[0] == colour_ns), None) or \
+        next((t for t in infos if "depth" not in t.lower()), None)
+    depth_info = next((t for t in infos if depth_ns and t.rsplit("/", 1)[0] == depth_ns), None)
+
+    def nearest(topic: str | None, t: int) -> bytes | None:
+        if topic is None or topic not in by_topic:
+            return None
+        stamp, raw = min(by_topic[topic], key=lambda item: abs(item[0] - t))
+        return raw if abs(stamp - t) <= max_offset_s * 1e9 else None
+
+    return [Companions(nearest(colour_info, f.timestamp_ns), nearest(depth_topic, f.timestamp_ns),
+                       nearest(depth_info, f.timestamp_ns)) for f in frames]

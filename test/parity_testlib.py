@@ -39,14 +39,32 @@ def state_dict_from_listing(keys: dict) -> dict:
     return out
 
 
-def _perturb_batchnorm(model) -> None:
+def _calibrate_batchnorm(model, input_size) -> None:
+    """Set every BatchNorm's running statistics to those of one natural-looking image.
+
+    Deep random networks otherwise blow activations up or down by orders of magnitude
+    layer after layer, and absolute differences between two runtimes grow with them;
+    a trained network keeps its activations near unit scale, and so does this one.
+    The affine weights then get a random spread so eval-mode BatchNorm is not an identity.
+    """
+    import cv2
     import torch
 
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    rng = np.random.default_rng(SEED)
+    image = cv2.resize(rng.standard_normal((max(2, h // 16), max(2, w // 16), 3)).astype(np.float32), (w, h),
+                       interpolation=cv2.INTER_CUBIC)
+    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for m in bns:
+        m.momentum = 1.0  # running stats := this batch's stats
+        m.train()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.1, 0.1)
-                m.running_var.uniform_(0.8, 1.2)
+        model(x)
+        for m in bns:
+            m.weight.uniform_(0.8, 1.2)
+            m.bias.uniform_(-0.1, 0.1)
+    model.eval()
 
 
 def small_centermask(arch: str, input_size=64, **kwargs):
@@ -57,7 +75,6 @@ def small_centermask(arch: str, input_size=64, **kwargs):
 
     torch.manual_seed(SEED)
     model = build_model(arch, num_classes=len(CLASSES), input_size=input_size, **kwargs).eval()
-    _perturb_batchnorm(model)
     head = model.proposal_generator.fcos_head
     with torch.no_grad():
         torch.nn.init.normal_(head.cls_logits.weight, std=0.05)
@@ -69,8 +86,9 @@ def small_centermask(arch: str, input_size=64, **kwargs):
         torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=3.0)
         if model.roi_heads.maskiou_head is not None:
             # Predicted IoUs near 0.9: scores stay positive and below 1.
-            torch.nn.init.normal_(model.roi_heads.maskiou_head.maskiou.weight, std=1e-4)
+            torch.nn.init.normal_(model.roi_heads.maskiou_head.maskiou.weight, std=1e-5)
             model.roi_heads.maskiou_head.maskiou.bias.fill_(0.9)
+    _calibrate_batchnorm(model, input_size)
     return model
 
 
@@ -82,13 +100,13 @@ def small_yolact_plus(arch: str, input_size=128, **kwargs):
 
     torch.manual_seed(SEED)
     model = build_model(arch, num_classes=len(CLASSES), input_size=input_size, **kwargs).eval()
-    _perturb_batchnorm(model)
     with torch.no_grad():
         for m in model.modules():
             if hasattr(m, "conv_offset_mask"):
                 # Zero offsets (the official init) would test nothing deformable.
                 torch.nn.init.normal_(m.conv_offset_mask.weight, std=0.01)
                 torch.nn.init.normal_(m.conv_offset_mask.bias, std=0.5)
+    _calibrate_batchnorm(model, input_size)
     return model
 
 

@@ -64,3 +64,20 @@ def test_output_bag_round_trips_our_message_types(tmp_path):
         (conn, t, raw), = list(reader.messages())
         back = reader.deserialize(raw, conn.msgtype)
     assert (t, back.header.frame_id, back.image_width) == (5_000_000_007, "cam", 640)
+
+
+def test_each_colour_frame_is_paired_with_its_depth_and_camera_info(hsr_bag):
+    from rosbags.typesys import Stores, get_typestore
+
+    from seg_perception.bags import read_companions
+
+    frames = list(read_images(hsr_bag))
+    pairs = read_companions(hsr_bag, frames)
+    store = get_typestore(Stores.ROS2_KILTED)
+    assert len(pairs) == 5 and all(p.depth and p.camera_info for p in pairs)
+    for frame, pair in zip(frames, pairs):
+        depth = store.deserialize_cdr(pair.depth, "sensor_msgs/msg/Image")
+        info = store.deserialize_cdr(pair.camera_info, "sensor_msgs/msg/CameraInfo")
+        assert depth.encoding == "32FC1" and (depth.width, depth.height) == (640, 480)
+        assert abs((depth.header.stamp.sec - frame.msg.header.stamp.sec)) <= 1
+        assert info.header.frame_id and info.k[0] > 500

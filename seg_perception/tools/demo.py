@@ -1,8 +1,9 @@
-"""``seg-perception demo``: the node on a recording, outputs to a bag and PNGs.
+"""``seg-perception demo``: the node on recordings, outputs to bags and PNGs.
 
-Starts ``seg_perception_node`` in its own process as ``ros2 launch`` would, plays
-the recording's colour frames into it over DDS (one frame at a time, so none is
-dropped), records ``instances``/``keypoints`` into an MCAP bag and saves the
+For each recording: starts ``seg_perception_node`` in its own process as
+``ros2 launch`` would, plays the recording's colour frames (with its depth image
+and camera infos, when recorded) into it over DDS one frame at a time, so none
+is dropped, records ``instances``/``keypoints`` into an MCAP bag and saves the
 ``debug/image`` overlays as PNG files.
 """
 
@@ -13,17 +14,21 @@ import os
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+NS = "/demo/camera"
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seg-perception demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bag", required=True, help="rosbag2 recording (directory or .mcap/.db3 file)")
-    parser.add_argument("--topic", default=None, help="colour image topic (default: the only one in the bag)")
+    parser.add_argument("--bag", required=True, action="append",
+                        help="rosbag2 recording (directory or .mcap/.db3 file); repeat for several")
+    parser.add_argument("--topic", default=None, help="colour image topic (default: the only one in each bag)")
     parser.add_argument("--out", default="demo_output", help="output directory (replaced if it exists)")
     parser.add_argument("--model", default="", help="model path (default: the shipped model)")
     parser.add_argument("--params", default="", help="parameter YAML (default: config/seg_perception.yaml)")
@@ -32,85 +37,130 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    # ROS imports here so `--help` works without a sourced ROS environment.
-    from rclpy.serialization import deserialize_message, serialize_message
-    from sensor_msgs.msg import CompressedImage, Image
+@dataclass
+class DemoResult:
+    frames: int = 0
+    latencies: list[float] = field(default_factory=list)
+    missing: int = 0
+    overlays: int = 0
 
-    from seg_perception.bags import BagError, OutputBag, read_images
+
+def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoResult:
+    """Play one recording through a fresh node; raise RuntimeError/TimeoutError/BagError on failure."""
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from seg_perception.bags import OutputBag, read_companions, read_images
     from seg_perception.core.image import decode_image
     from seg_perception.ros.launch_args import node_launch_spec
     from seg_perception.ros.replay import CameraAndConsumer, NodeProcess
 
-    out = Path(args.out)
-    if out.exists():
-        shutil.rmtree(out)
-    (out / "overlays").mkdir(parents=True)
-    repo = Path(__file__).resolve().parents[2]
-    spec = node_launch_spec({"params_file": args.params or str(repo / "config" / "seg_perception.yaml"),
-                             "model_path": args.model, "backend": args.backend,
-                             "image": "/demo/camera/image", "camera_info": "/demo/camera/camera_info"}, repo)
-    try:
-        frames = list(read_images(args.bag, args.topic))
-    except BagError as exc:
-        print(f"error: {exc}")
-        return 2
+    frames = list(read_images(bag, args.topic))
     if not frames:
-        print(f"error: {args.bag}: no frames on the image topic")
-        return 2
-    env = {"ROS_DOMAIN_ID": os.environ.get("ROS_DOMAIN_ID", str(random.randint(150, 220)))}
-    os.environ.update(env)
-    node = NodeProcess(spec, out / "node.log", env)
-    player = CameraAndConsumer(image_topic="/demo/camera/image", camera_info_topic="/demo/camera/camera_info",
-                               compressed=frames[0].msgtype.endswith("CompressedImage"), subscribe_debug_image=True)
-    msg_type = CompressedImage if frames[0].msgtype.endswith("CompressedImage") else Image
-    latencies, missing = [], 0
+        raise RuntimeError(f"{bag}: no frames on the image topic")
+    companions = read_companions(bag, frames)
+    (out / "overlays").mkdir(parents=True)
+    spec = node_launch_spec({"params_file": args.params or str(repo / "config" / "seg_perception.yaml"),
+                             "model_path": args.model, "backend": args.backend, "image": f"{NS}/image",
+                             "camera_info": f"{NS}/camera_info", "depth": f"{NS}/depth",
+                             "depth_camera_info": f"{NS}/depth/camera_info"}, repo)
+    compressed = frames[0].msgtype.endswith("CompressedImage")
+    node = NodeProcess(spec, out / "node.log")
+    player = CameraAndConsumer(image_topic=f"{NS}/image", camera_info_topic=f"{NS}/camera_info",
+                               compressed=compressed, subscribe_debug_image=True)
+    depth_pub = player.node.create_publisher(Image, f"{NS}/depth", 5)
+    depth_info_pub = player.node.create_publisher(CameraInfo, f"{NS}/depth/camera_info", 5)
+    result = DemoResult(frames=len(frames))
     try:
         info = player.wait_for_node(node, timeout=120.0)
+        has_depth = any(c.depth for c in companions)
         print(f"node active: model '{info.model_name}' ({info.architecture}) on {info.backend}; "
-              f"{len(frames)} frames from {frames[0].topic}")
-        with OutputBag(out / "outputs") as bag:
-            for frame in frames:
-                msg = deserialize_message(frame.raw, msg_type)
+              f"{len(frames)} frames from {frames[0].topic}{' with depth' if has_depth else ''}")
+        with OutputBag(out / "outputs") as out_bag:
+            for frame, extra in zip(frames, companions):
+                msg = deserialize_message(frame.raw, CompressedImage if compressed else Image)
+                if extra.depth_camera_info:
+                    depth_info_pub.publish(deserialize_message(extra.depth_camera_info, CameraInfo))
+                if extra.depth:
+                    depth_pub.publish(deserialize_message(extra.depth, Image))
+                info_msg = deserialize_message(extra.camera_info, CameraInfo) if extra.camera_info else None
                 t0 = time.monotonic()
-                result = player.publish_and_wait(msg, timeout=args.timeout)
-                if result is None:
-                    missing += 1
+                instances = player.publish_and_wait(msg, timeout=args.timeout, camera_info=info_msg)
+                if instances is None:
+                    result.missing += 1
                     print(f"  frame {frame.index}: no result within {args.timeout:.0f} s")
                     continue
-                latencies.append(time.monotonic() - t0)
-                stamp_ns = result.header.stamp.sec * 1_000_000_000 + result.header.stamp.nanosec
-                bag.write("/seg_perception/instances", "seg_perception/msg/InstanceArray", stamp_ns,
-                          serialize_message(result))
-                if info.keypoint_names:  # keypoints travel separately; wait for the same stamp
-                    player.wait_for(lambda r: any(k.header.stamp == result.header.stamp for k in r.keypoints), 5.0)
-                kp = [k for k in player.received.keypoints if k.header.stamp == result.header.stamp]
-                if kp:
-                    bag.write("/seg_perception/keypoints", "seg_perception/msg/PoseKeypointsArray", stamp_ns,
-                              serialize_message(kp[-1]))
-                best = sorted(result.instances, key=lambda i: -i.score)[:5]
-                names = ", ".join(f"{i.class_name} {i.score:.2f}" for i in best) or "nothing"
-                if len(result.instances) > len(best):
-                    names += ", ..."
-                print(f"  frame {frame.index}: {len(result.instances)} instances ({names}), "
-                      f"{latencies[-1] * 1e3:.0f} ms")
-            player.wait_for(lambda r: len(r.debug_images) >= len(latencies), 5.0)
+                result.latencies.append(time.monotonic() - t0)
+                stamp_ns = instances.header.stamp.sec * 1_000_000_000 + instances.header.stamp.nanosec
+                out_bag.write("/seg_perception/instances", "seg_perception/msg/InstanceArray", stamp_ns,
+                              serialize_message(instances))
+                # Keypoints travel on their own topic: wait briefly for the same stamp.
+                same = lambda r: any(k.header.stamp == instances.header.stamp for k in r.keypoints)  # noqa: E731
+                if player.wait_for(same, 5.0 if info.keypoint_names else 1.0):
+                    kp = next(k for k in reversed(player.received.keypoints) if k.header.stamp == instances.header.stamp)
+                    out_bag.write("/seg_perception/keypoints", "seg_perception/msg/PoseKeypointsArray", stamp_ns,
+                                  serialize_message(kp))
+                print(f"  frame {frame.index}: {describe(instances)}, {result.latencies[-1] * 1e3:.0f} ms")
+            player.wait_for(lambda r: len(r.debug_images) >= len(result.latencies), 5.0)
         for i, img in enumerate(player.received.debug_images):
             rgb = decode_image(img.encoding, img.width, img.height, img.step, img.data)
             cv2.imwrite(str(out / "overlays" / f"frame_{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-    except (TimeoutError, RuntimeError) as exc:
-        print(f"error: {exc}")
-        return 1
+        result.overlays = len(player.received.debug_images)
     finally:
         player.close()
         node.stop()
-    print(f"\nprocessed {len(latencies)} of {len(frames)} frames; mean latency {np.mean(latencies) * 1e3:.1f} ms "
-          f"(publish to result, over DDS between two processes)" if latencies else "no frame processed")
-    print(f"output bag: {out / 'outputs'} (instances, keypoints; read it with rosbags)")
-    print(f"overlays:   {out / 'overlays'} ({len(player.received.debug_images)} PNG files)")
-    print(f"node log:   {out / 'node.log'}")
-    return 0 if latencies and not missing else 1
+    return result
+
+
+def describe(msg) -> str:
+    """``3 instances (bottle #2 0.91 @ 0.98 m, ...)``: the best five, with track id and range."""
+    best = sorted(msg.instances, key=lambda i: -i.score)[:5]
+    parts = []
+    for inst in best:
+        text = f"{inst.class_name}{f' #{inst.id}' if inst.id else ''} {inst.score:.2f}"
+        if inst.has_3d:
+            text += f" @ {inst.centroid.z:.2f} m"
+        parts.append(text)
+    more = ", ..." if len(msg.instances) > len(best) else ""
+    return f"{len(msg.instances)} instances ({', '.join(parts) or 'nothing'}{more})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from seg_perception.bags import BagError
+
+    out = Path(args.out)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    repo = Path(__file__).resolve().parents[2]
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
+    status = 0
+    for bag in args.bag:
+        name = Path(bag).name.removesuffix(".mcap").removesuffix(".db3")
+        bag_out = out / name if len(args.bag) > 1 else out
+        print(f"\n== {bag}")
+        try:
+            r = run_one(bag, bag_out, args, repo)
+        except BagError as exc:
+            print(f"error: {exc}")
+            status = max(status, 2)
+            continue
+        except (TimeoutError, RuntimeError) as exc:
+            print(f"error: {exc}")
+            status = max(status, 1)
+            continue
+        if r.latencies:
+            print(f"processed {len(r.latencies)} of {r.frames} frames; mean latency {np.mean(r.latencies) * 1e3:.1f} ms "
+                  "(publish to result, over DDS between two processes)")
+        else:
+            print("no frame processed")
+        print(f"output bag: {bag_out / 'outputs'} (instances, keypoints; read it with rosbags)")
+        print(f"overlays:   {bag_out / 'overlays'} ({r.overlays} PNG files)")
+        print(f"node log:   {bag_out / 'node.log'}")
+        if r.missing or not r.latencies:
+            status = max(status, 1)
+    return status
 
 
 if __name__ == "__main__":
