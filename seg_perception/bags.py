@@ -157,17 +157,23 @@ class Companions:
     depth_camera_info: bytes | None = None
 
 
-def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: float = 0.1) -> list[Companions]:
-    """For each colour frame, the nearest-in-time depth image and camera infos of the bag.
+def _stamp_ns(msg: Any) -> int:
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
+
+
+def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: float = 0.5) -> list[Companions]:
+    """For each colour frame, the depth image and camera infos nearest to it by header stamp.
 
     Topics are recognised by type and name: a depth topic is an Image topic with
-    "depth" in its name; its camera info shares the depth topic's namespace.
+    "depth" in its name; its camera info shares the depth topic's namespace. The
+    messages keep their own stamps: the node decides whether depth is close enough.
     """
     with AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         by_topic: dict[str, list[tuple[int, bytes]]] = {}
-        wanted = [c for c in reader.connections if c.msgtype in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image")]
-        for conn, t, raw in reader.messages(connections=wanted):
-            by_topic.setdefault(conn.topic, []).append((t, bytes(raw)))
+        wanted = [c for c in reader.connections if c.msgtype in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image")
+                  and c.topic != (frames[0].topic if frames else None)]
+        for conn, _, raw in reader.messages(connections=wanted):
+            by_topic.setdefault(conn.topic, []).append((_stamp_ns(reader.deserialize(raw, conn.msgtype)), bytes(raw)))
         types = {c.topic: c.msgtype for c in wanted}
     colour_ns = frames[0].topic.rsplit("/", 1)[0] if frames else ""
     depth_topics = [t for t, m in types.items() if m.endswith("Image") and "depth" in t.lower()]
@@ -184,5 +190,5 @@ def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: floa
         stamp, raw = min(by_topic[topic], key=lambda item: abs(item[0] - t))
         return raw if abs(stamp - t) <= max_offset_s * 1e9 else None
 
-    return [Companions(nearest(colour_info, f.timestamp_ns), nearest(depth_topic, f.timestamp_ns),
-                       nearest(depth_info, f.timestamp_ns)) for f in frames]
+    stamps = [_stamp_ns(f.msg) for f in frames]
+    return [Companions(nearest(colour_info, t), nearest(depth_topic, t), nearest(depth_info, t)) for t in stamps]
