@@ -25,6 +25,9 @@ class ParamSpec:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
+    # Integer parameters only: allowed values are min, min + step, ... (rclpy enforces
+    # it through the descriptor's IntegerRange step; e.g. odd window sizes).
+    step: int | None = None
     # When a change takes effect: "frame" (the next frame), "configure" (the next
     # configure transition: model and backend), "activate" (the next activate:
     # subscriptions) or "start" (read-only: only at start-up).
@@ -45,6 +48,8 @@ class ParamSpec:
             return f"{self.name}={value} is below the minimum {self.min}"
         if self.max is not None and value > self.max:
             return f"{self.name}={value} is above the maximum {self.max}"
+        if self.step and (value - self.min) % self.step:
+            return f"{self.name}={value} is not {self.min:g} plus a multiple of {self.step}"
         if self.choices and value not in self.choices:
             return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
         return None
@@ -71,6 +76,34 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("publish_debug_image", True, "Publish debug/image (only computed while someone subscribes)."),
     ParamSpec("publish_markers", True, "Publish debug/markers (only computed while someone subscribes)."),
     ParamSpec("marker_depth", 1.0, "Distance (m) of the plane 2D markers are drawn on when no depth is given.", min=0.05, max=100.0),
+    ParamSpec("publish_grasp_keypoints", True, "Publish the model-free grasp keypoints (set 'grasp': centroid, grasp_a, grasp_b) of every instance on keypoints."),
+    ParamSpec("publish_points", False, "Publish instances/points, the masked depth points of all instances (PointCloud2), while subscribed."),
+    ParamSpec("points_stride", 2, "Keep every n-th pixel in x and y for instances/points (bounds the message size).", min=1, max=16),
+    ParamSpec("publish_instance_map", False, "Publish instance_map (mono16: Instance.id, or index + 1 with tracking off; 0 = none) while subscribed."),
+    ParamSpec("publish_class_map", False, "Publish class_map (mono8: class id + 1; 0 = none) while subscribed."),
+    # Tracking
+    ParamSpec("tracking_enabled", True, "Give instances ids that are stable across frames (ByteTrack-style tracker on boxes and masks). With tracking on, an instance with a track id is published even below score_threshold (down to tracking_low_score)."),
+    ParamSpec("tracking_high_score", 0.5, "Detections at or above this score are matched first and may start tracks.", min=0.0, max=1.0),
+    ParamSpec("tracking_low_score", 0.1, "Detections between this and tracking_high_score only extend tracks seen in the previous frame; post-processing keeps candidates down to min(score_threshold, this).", min=0.0, max=1.0),
+    ParamSpec("tracking_new_track_score", 0.6, "An unmatched detection needs this score to start a track.", min=0.0, max=1.0),
+    ParamSpec("tracking_match_iou", 0.2, "Minimum track/detection similarity (box and mask IoU) for a high-score match.", min=0.0, max=1.0),
+    ParamSpec("tracking_low_match_iou", 0.4, "Minimum similarity for a low-score detection to extend a track.", min=0.0, max=1.0),
+    ParamSpec("tracking_mask_weight", 0.25, "Weight of mask IoU against box IoU in the similarity.", min=0.0, max=1.0),
+    ParamSpec("tracking_min_hits", 2, "Consecutive matched frames before a track gets an id.", min=1, max=100),
+    ParamSpec("tracking_max_age", 30, "Frames a track survives without a match (occlusion, missed detections).", min=0, max=1000),
+    ParamSpec("tracking_class_aware", True, "Only match a track to detections of its own class."),
+    ParamSpec("tracking_matcher", "auto", "Assignment: optimal (hungarian, needs SciPy), greedy, or auto (hungarian when SciPy is installed).", choices=("auto", "hungarian", "greedy")),
+    # 3D from registered depth
+    ParamSpec("depth_sync_slop", 0.02, "Largest stamp difference (s) at which a depth image pairs with a colour image; without a pair the frame is published without 3D.", min=0.0, max=1.0),
+    ParamSpec("depth_wait", 0.1, "Longest time (s) after a colour frame arrived that the node waits for its depth image while depth is streaming (depth often arrives after colour); 0 never waits.", min=0.0, max=1.0),
+    ParamSpec("depth_min", 0.1, "Depth readings nearer than this (m) are ignored.", min=0.0, max=100.0),
+    ParamSpec("depth_max", 10.0, "Depth readings farther than this (m) are ignored.", min=0.01, max=1000.0),
+    ParamSpec("depth_erosion_px", 2, "Radius (px) the mask is eroded by before taking depth, so silhouette pixels on the background are not used.", min=0, max=50),
+    ParamSpec("depth_min_points", 20, "Fewer valid depth points in the mask than this and the instance has no 3D.", min=1, max=1_000_000),
+    ParamSpec("depth_centroid_method", "median", "Centroid of the masked points: per-axis median (robust to mask bleeding) or depth-gated mean.", choices=("median", "trimmed_mean")),
+    ParamSpec("depth_trim_percentile", 90.0, "Percentile of |z - median z| that scales the outlier gate of the oriented box.", min=1.0, max=100.0),
+    ParamSpec("depth_trim_factor", 2.0, "Points deviating from the median depth by more than this times that percentile are left out of the box.", min=0.1, max=100.0),
+    ParamSpec("depth_keypoint_window", 5, "Side (px, odd) of the window whose median depth places a keypoint in 3D.", min=1, max=51, step=2),
     # Input
     ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", applies="activate"),
     ParamSpec("input_reliability", "auto", "Input QoS reliability; 'auto' matches what the camera's publishers offer.", choices=("auto", "reliable", "best_effort"), applies="activate"),
@@ -155,6 +188,8 @@ def markdown_table() -> str:
     rows = ["| name | default | range / choices | applies | description |", "| --- | --- | --- | --- | --- |"]
     for p in PARAMETERS:
         rng = f"{p.min:g} .. {p.max:g}" if p.min is not None else ", ".join(p.choices)
+        if p.step:
+            rng += f" (step {p.step})"
         d = p.default
         dv = '""' if d == "" else (str(d).lower() if isinstance(d, bool) else str(d))
         rows.append(f"| `{p.name}` | `{dv}` | {rng} | {when[p.applies]} | {p.description} |")

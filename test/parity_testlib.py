@@ -52,9 +52,20 @@ def _calibrate_batchnorm(model, input_size) -> None:
 
     h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
     rng = np.random.default_rng(SEED)
-    image = cv2.resize(rng.standard_normal((max(2, h // 16), max(2, w // 16), 3)).astype(np.float32), (w, h),
-                       interpolation=cv2.INTER_CUBIC)
-    x = torch.from_numpy(image).permute(2, 0, 1)[None]
+    # A random picture with roughly natural (1/f) statistics: equal-amplitude noise at
+    # every octave, from single pixels to blobs; normalised as the graph normalises.
+    # A batch of them: at small inputs the deepest maps have a handful of cells, and
+    # statistics from one image would be noise.
+    images = np.zeros((8, h, w, 3), np.float32)
+    for image in images:
+        for octave in range(6):
+            f = 2 ** octave
+            noise = rng.standard_normal((max(1, h // f), max(1, w // f), 3)).astype(np.float32)
+            image += cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    images = np.clip(128 + 25 * images, 0, 255)
+    mean = np.asarray(getattr(model, "input_mean", None) or (123.68, 116.78, 103.94), np.float32)
+    std = np.asarray(getattr(model, "input_std", None) or (58.40, 57.12, 57.38), np.float32)
+    x = torch.from_numpy((images - mean) / std).permute(0, 3, 1, 2)
     bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for m in bns:
         m.momentum = 1.0  # running stats := this batch's stats
@@ -81,9 +92,13 @@ def small_centermask(arch: str, input_size=64, **kwargs):
         head.cls_logits.bias.fill_(-0.5)
         torch.nn.init.normal_(head.ctrness.weight, std=0.05)
         torch.nn.init.normal_(head.bbox_pred.weight, std=0.05)
-        head.bbox_pred.bias.fill_(1.0)  # boxes of a few strides around each location
-        # Mask logits well away from 0, so a 1e-5 difference cannot flip a pixel.
+        # Boxes about 2.6 strides wide: not a power-of-two fraction of the image, whose
+        # area ratio would sit exactly on a RoI level boundary (ceil of an integer).
+        head.bbox_pred.bias.fill_(1.3)
+        # Mask logits well away from 0, so a 1e-5 difference cannot flip a pixel; a box
+        # outside the image pools zeros, and its logits sit at the bias, not at 0.
         torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=3.0)
+        model.roi_heads.mask_head.predictor.bias.fill_(-1.0)
         if model.roi_heads.maskiou_head is not None:
             # Predicted IoUs near 0.9: scores stay positive and below 1.
             torch.nn.init.normal_(model.roi_heads.maskiou_head.maskiou.weight, std=1e-5)

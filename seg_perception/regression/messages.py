@@ -26,6 +26,7 @@ INSTANCE_ARRAY = "seg_perception/msg/InstanceArray"
 POSE_KEYPOINTS_ARRAY = "seg_perception/msg/PoseKeypointsArray"
 MODEL_INFO = "seg_perception/msg/ModelInfo"
 MODEL_KEYPOINT_SET = "model"  # as conversions.MODEL_KEYPOINT_SET
+GRASP_KEYPOINT_SET = "grasp"  # as core.grasp.KEYPOINT_SET
 
 # Where output bags put the node's topics (as `seg-perception demo` does).
 OUTPUT_TOPICS = {
@@ -78,8 +79,10 @@ class MessageFactory:
                          position_valid=False) for x, y, s in kpts]
 
     def detections(self, detections: Detections, header: Any, image_width: int, image_height: int,
-                   metadata: ModelMetadata, mask_encoding: str = COCO_RLE) -> tuple[Any, Any]:
-        """``(InstanceArray, PoseKeypointsArray)`` as ``conversions.detections_to_msgs`` makes them."""
+                   metadata: ModelMetadata, mask_encoding: str = COCO_RLE,
+                   grasp: np.ndarray | None = None) -> tuple[Any, Any]:
+        """``(InstanceArray, PoseKeypointsArray)`` as ``conversions.detections_to_msgs`` makes them
+        without depth; ``grasp`` (N, 3, 3) adds the "grasp" poses after the model's."""
         names = metadata.class_names
         has_kpts = detections.keypoints.shape[1] > 0 if detections.keypoints.ndim == 3 else False
         instances, poses = [], []
@@ -104,6 +107,11 @@ class MessageFactory:
                 poses.append(self._pose_kp(instance_id=inst.id, instance_index=i, class_id=class_id, score=inst.score,
                                            keypoint_set=MODEL_KEYPOINT_SET, keypoints=kps))
             instances.append(inst)
+        if grasp is not None:
+            for i, inst in enumerate(instances):
+                poses.append(self._pose_kp(instance_id=inst.id, instance_index=i, class_id=inst.class_id,
+                                           score=inst.score, keypoint_set=GRASP_KEYPOINT_SET,
+                                           keypoints=self._keypoints(grasp[i])))
         return (self._inst_array(header=header, image_width=int(image_width), image_height=int(image_height),
                                  instances=instances),
                 self._pose_array(header=header, image_width=int(image_width), image_height=int(image_height),

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from seg_perception.bags import typestore
-from seg_perception.pipeline import SegmentationPipeline
+from seg_perception.core.frame_outputs import TrackingStage, tracker_params_from
+from seg_perception.core.grasp import grasp_keypoints
+from seg_perception.pipeline import SegmentationPipeline, postprocess_params_from
 from seg_perception.regression.golden import RunWriter
 from seg_perception.regression.messages import (
     INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, MessageFactory, frame_from_instance_array,
@@ -36,6 +38,11 @@ def run_offline(sources: Sequence[BagSource], pipeline: SegmentationPipeline, va
                 on_frame: Callable[[FrameResult], None] | None = None) -> None:
     """Run every image of ``sources``; write records and output bags through ``writer``.
 
+    As the node: with ``tracking_enabled`` one tracker follows all recordings in order
+    (the node sees them back to back; it starts over where stamps go backwards), with
+    ByteTrack's publish rule (``core.frame_outputs``), and the "grasp" keypoint set is
+    published with ``publish_grasp_keypoints``. Recordings are replayed without depth
+    (as ``--through-ros`` does), so no instance has 3D.
     Raises FrameError (names bag, topic, frame) when an image cannot be read or decoded.
     """
     messages = MessageFactory(typestore())
@@ -43,6 +50,12 @@ def run_offline(sources: Sequence[BagSource], pipeline: SegmentationPipeline, va
     backend = backend_description(pipeline, values)
     max_pixels = int(values["max_image_pixels"])
     encoding = str(values["mask_encoding"])
+    tracking = TrackingStage(tracker_params_from(values)) if values["tracking_enabled"] else None
+    score_threshold = float(values["score_threshold"])
+    if tracking is not None:
+        pipeline.params = postprocess_params_from(
+            {**values, "score_threshold": TrackingStage.detection_threshold(score_threshold, tracking.params)})
+    publish_grasp = bool(values["publish_grasp_keypoints"])
     for source in sources:
         writer.add_bag(source.key, source.info())
         digest = InputDigest()
@@ -50,15 +63,19 @@ def run_offline(sources: Sequence[BagSource], pipeline: SegmentationPipeline, va
             digest.add(frame)
             rgb = frame_rgb(source, frame, max_pixels)
             detections = pipeline(rgb)
+            if tracking is not None:
+                detections = tracking.update(detections, stamp_ns(frame.msg), rgb.shape[:2], score_threshold)
+            grasp = grasp_keypoints(detections.masks).keypoints if publish_grasp else None
             # Our typestore's Header, with the recorded stamp and frame_id (the node keeps them).
             header = messages.header(stamp_ns(frame.msg), str(frame.msg.header.frame_id))
-            instances, keypoints = messages.detections(detections, header, rgb.shape[1], rgb.shape[0], md, encoding)
+            instances, keypoints = messages.detections(detections, header, rgb.shape[1], rgb.shape[0], md, encoding,
+                                                       grasp=grasp)
             if i == 0:  # the node latches model_info; the bag carries it once, before the first output
                 info = messages.model_info(md, stamp_ns=frame.timestamp_ns, **backend)
                 writer.write_message(OUTPUT_TOPICS[MODEL_INFO], MODEL_INFO, frame.timestamp_ns, messages.serialize(info))
             writer.write_message(OUTPUT_TOPICS[INSTANCE_ARRAY], INSTANCE_ARRAY, frame.timestamp_ns,
                                  messages.serialize(instances))
-            if md.num_keypoints:  # the node publishes keypoints only for models that have them
+            if md.num_keypoints or grasp is not None:  # as the node publishes them
                 writer.write_message(OUTPUT_TOPICS[POSE_KEYPOINTS_ARRAY], POSE_KEYPOINTS_ARRAY, frame.timestamp_ns,
                                      messages.serialize(keypoints))
             record = frame_from_instance_array(instances, source.key, frame.index, frame.timestamp_ns)

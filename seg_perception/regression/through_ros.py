@@ -101,7 +101,8 @@ def run_through_ros(
                                    camera_info_topic="camera/camera_info", compressed=compressed,
                                    node_name=f"seg_regress_player_{os.getpid()}", clock_topic=clock_topic)
         info = _wait_until_active(player, node, startup_timeout)
-        has_keypoints = bool(info.keypoint_names)
+        # The node publishes keypoints for models with keypoints, and the grasp set for all.
+        has_keypoints = bool(info.keypoint_names) or bool(values.get("publish_grasp_keypoints", True))
         occurrences: dict[tuple[int, int], int] = {}
         max_pixels = int(values["max_image_pixels"])
 

@@ -1,18 +1,25 @@
 """``seg_perception_node``: camera frames in, instance masks and keypoints out.
 
 A lifecycle node (configure: load the model; activate: start topics) that stays
-thin: it converts messages at the edge and calls ``SegmentationPipeline``.
+thin: it converts messages at the edge and calls ``SegmentationPipeline`` and the
+core (tracking, grasp keypoints, 3D from registered depth, dense maps).
 Inference runs in a worker thread that always takes the newest frame, so latency
 stays bounded when the camera is faster than the model.
+
+Depth: depth images are only buffered on arrival (``DepthSynchronizer``); the
+worker pairs a colour frame with the depth image of the nearest stamp (within
+``depth_sync_slop``) and decodes only that one. Depth often arrives a little after
+colour, so the pairing is tried again after inference and, while a depth stream is
+live, waited for up to ``depth_wait`` after the colour frame arrived.
 """
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Any
 
+import numpy as np
 import rclpy
 from rcl_interfaces.msg import (
     FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult,
@@ -20,7 +27,7 @@ from rcl_interfaces.msg import (
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from diagnostic_msgs.msg import DiagnosticArray
 from visualization_msgs.msg import MarkerArray
 
@@ -30,8 +37,15 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 from seg_perception import params as param_specs
+from seg_perception.core.depth3d import CameraIntrinsics, Depth3DParams, DepthSizeError, valid_depth
 from seg_perception.core.drawing import draw_overlay
+from seg_perception.core.frame_outputs import (DEPTH_PARAMETERS, DepthPairing, Frame3D, TrackingStage,
+                                               cloud_points, depth3d_params_from, frame_3d, scaled_intrinsics,
+                                               stamp_to_ns, tracker_params_from)
+from seg_perception.core.grasp import grasp_keypoints
 from seg_perception.core.image import ImageDecodeError
+from seg_perception.core.maps import class_map, instance_map
+from seg_perception.core.types import Detections
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
 from seg_perception.pipeline import SegmentationPipeline, load_pipeline, postprocess_params_from
 from seg_perception.ros import conversions, qos
@@ -42,7 +56,18 @@ from seg_perception.streaming import LatestSlot, RollingStats
 NODE_NAME = "seg_perception_node"
 # Parameters whose change takes effect on the next frame (the rest need reconfigure).
 _POSTPROCESS_PARAMS = {"score_threshold", "nms_iou_threshold", "top_k", "max_detections",
-                       "mask_threshold", "class_agnostic_nms"}
+                       "mask_threshold", "class_agnostic_nms", "tracking_enabled", "tracking_low_score"}
+
+
+def _camera_info_problem(msg: CameraInfo) -> str | None:
+    """Why a CameraInfo cannot place pixels in 3D (no size, zero/non-finite K), or None."""
+    if msg.width == 0 or msg.height == 0:
+        return "no image size"
+    try:
+        CameraIntrinsics.from_k(msg.k)
+    except ValueError as exc:
+        return str(exc)
+    return None
 
 
 def _descriptor(spec: param_specs.ParamSpec) -> ParameterDescriptor:
@@ -56,7 +81,7 @@ def _descriptor(spec: param_specs.ParamSpec) -> ParameterDescriptor:
     if spec.min is not None and isinstance(spec.default, float):
         d.floating_point_range = [FloatingPointRange(from_value=float(spec.min), to_value=float(spec.max), step=0.0)]
     elif spec.min is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
-        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=1)]
+        d.integer_range = [IntegerRange(from_value=int(spec.min), to_value=int(spec.max), step=int(spec.step or 1))]
     return d
 
 
@@ -65,6 +90,7 @@ class SegPerceptionNode(LifecycleNode):
         super().__init__(node_name, **kwargs)
         self._problems = ProblemBook()
         self._declare_parameters()
+        self._check_parameter_groups()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._problems.throttle = self.p("log_throttle_period")
 
@@ -75,7 +101,15 @@ class SegPerceptionNode(LifecycleNode):
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
         self._camera_info: CameraInfo | None = None
+        self._depth_camera_info: CameraInfo | None = None
         self._input_reliability = None
+        self._depth_reliability = None
+        self._depth_sub = None
+        # Depth pairing: the executor thread adds, the worker pairs (and may wait briefly).
+        self._depth: DepthPairing[Image] = DepthPairing(self._slop_ns(self.p("depth_sync_slop")))
+        self._frames_with_3d = 0
+        self._tracking: TrackingStage | None = None
+        self._depth_params: Depth3DParams = depth3d_params_from(self.param_values())
         self._graph_timer = None
         self._last_stamp_ns: int | None = None
         self._input_stats = RollingStats()
@@ -100,6 +134,23 @@ class SegPerceptionNode(LifecycleNode):
                 self._report(f"parameter.{spec.name}", ERROR, f"{why}; using the default {spec.default!r}")
                 self.set_parameters([rclpy.parameter.Parameter(spec.name, value=spec.default)])
 
+    def _check_parameter_groups(self) -> None:
+        """Constraints between parameters (depth_min < depth_max, tracking_low_score <=
+        tracking_high_score, an odd window) that no single range expresses: a params
+        file that breaks one is reported and that group falls back to its defaults."""
+        for group, build in (("depth", depth3d_params_from), ("tracking", tracker_params_from)):
+            try:
+                build(self.param_values())
+            except ValueError as exc:
+                names = [n for n in param_specs.PARAMETERS_BY_NAME if n.startswith(f"{group}_")]
+                self._report(f"parameter.{group}", ERROR, f"{exc}; using the defaults of the {group}_* parameters")
+                self.set_parameters([rclpy.parameter.Parameter(n, value=param_specs.PARAMETERS_BY_NAME[n].default)
+                                     for n in names])
+
+    @staticmethod
+    def _slop_ns(seconds: float) -> int:
+        return int(round(float(seconds) * 1e9))
+
     def p(self, name: str) -> Any:
         return self.get_parameter(name).value
 
@@ -116,12 +167,43 @@ class SegPerceptionNode(LifecycleNode):
                 self._report(f"parameter.{spec.name}", WARN, f"refused parameter update: {why}")
                 return SetParametersResult(successful=False, reason=why)
         changed = {prm.name: prm.value for prm in parameters}
+        values = {**self.param_values(), **changed}
+        # Checked together, before anything changes: a bad combination is refused whole.
+        try:
+            depth_params = depth3d_params_from(values)
+            tracker_params = tracker_params_from(values)
+        except ValueError as exc:
+            self._report("parameter.combination", WARN, f"refused parameter update: {exc}")
+            return SetParametersResult(successful=False, reason=str(exc))
+        if DEPTH_PARAMETERS.keys() & changed.keys():
+            self._depth_params = depth_params
+        if "depth_sync_slop" in changed:
+            self._depth.slop_ns = self._slop_ns(changed["depth_sync_slop"])
+        if self._pipeline is not None and any(n.startswith("tracking_") for n in changed):
+            self._tracking = self._tracking_stage(values, tracker_params)
         if self._pipeline is not None and _POSTPROCESS_PARAMS & changed.keys():
-            values = {**self.param_values(), **changed}
-            self._pipeline.params = postprocess_params_from(values)
+            self._pipeline.params = self._postprocess_params(values)
         if "log_throttle_period" in changed:
             self._problems.throttle = float(changed["log_throttle_period"])
         return SetParametersResult(successful=True)
+
+    def _postprocess_params(self, values: dict[str, Any]):
+        """Post-processing keeps candidates down to the tracker's low score when tracking is on."""
+        tracker = tracker_params_from(values) if values["tracking_enabled"] else None
+        threshold = TrackingStage.detection_threshold(values["score_threshold"], tracker)
+        return postprocess_params_from({**values, "score_threshold": threshold})
+
+    def _tracking_stage(self, values: dict[str, Any], params=None) -> TrackingStage | None:
+        """The tracker for these parameters; an existing one is reset with them rather than
+        replaced, so ids keep counting up and an id is never given to a second object."""
+        if not values["tracking_enabled"]:
+            return None
+        params = params or tracker_params_from(values)
+        stage = self._tracking
+        if stage is None:
+            return TrackingStage(params)
+        stage.reconfigure(params)
+        return stage
 
     # ------------------------------------------------------------------ problems
     def _report(self, kind: str, level: int, message: str) -> None:
@@ -139,6 +221,8 @@ class SegPerceptionNode(LifecycleNode):
             self._report("model", ERROR, f"cannot load the model: {exc}")
             return TransitionCallbackReturn.FAILURE
         self._problems.clear("model")
+        self._pipeline.params = self._postprocess_params(values)
+        self._tracking = TrackingStage(tracker_params_from(values)) if values["tracking_enabled"] else None
         md = self._pipeline.metadata
         self.get_logger().info(
             f"model '{md.name}' ({md.architecture}, {md.input_width}x{md.input_height}, "
@@ -151,6 +235,9 @@ class SegPerceptionNode(LifecycleNode):
             "model_info": self.create_lifecycle_publisher(ModelInfo, "model_info", latched),
             "debug_image": self.create_lifecycle_publisher(Image, "debug/image", 2),
             "markers": self.create_lifecycle_publisher(MarkerArray, "debug/markers", 2),
+            "points": self.create_lifecycle_publisher(PointCloud2, "instances/points", 2),
+            "instance_map": self.create_lifecycle_publisher(Image, "instance_map", 2),
+            "class_map": self.create_lifecycle_publisher(Image, "class_map", 2),
         }
         return TransitionCallbackReturn.SUCCESS
 
@@ -162,6 +249,7 @@ class SegPerceptionNode(LifecycleNode):
             backend.precision, str(getattr(backend, "model_path", self.p("model_path"))))
         info.header.stamp = self.get_clock().now().to_msg()
         self._pubs["model_info"].publish(info)
+        self._depth.reset()  # depth from before a deactivate must not pair with new frames
         self._create_input_subscriptions()
         self._graph_timer = self.create_timer(1.0, self._check_input_qos)
         self._stop.clear()
@@ -185,6 +273,7 @@ class SegPerceptionNode(LifecycleNode):
         if self._pipeline is not None:
             self._pipeline.close()
             self._pipeline = None
+        self._tracking = None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -202,6 +291,7 @@ class SegPerceptionNode(LifecycleNode):
     def _stop_worker(self) -> None:
         self._stop.set()
         self._slot.close()
+        self._depth.close()  # wakes a worker waiting for depth
         if self._worker is not None:
             self._worker.join(timeout=5.0)
             self._worker = None
@@ -217,47 +307,69 @@ class SegPerceptionNode(LifecycleNode):
         resolved = self.resolve_topic_name(topic)
         setting = self.p("input_reliability")
         self._input_reliability = qos.choose_reliability(setting, qos.offered_reliabilities(self, resolved))
-        callbacks = SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
+        callbacks = SubscriptionEventCallbacks(incompatible_qos=lambda e: self._on_incompatible_qos(e, topic))
         self._subs = [
             self.create_subscription(msg_type, topic, self._on_image,
                                      qos.input_qos(self._input_reliability, self.p("input_queue_depth")),
                                      event_callbacks=callbacks),
             self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, 5),
+            self.create_subscription(CameraInfo, "depth/camera_info", self._on_depth_camera_info, 5),
         ]
+        self._create_depth_subscription()
         self.get_logger().info(
-            f"listening on {resolved} ({qos.reliability_name(self._input_reliability)}, reliability={setting})")
+            f"listening on {resolved} ({qos.reliability_name(self._input_reliability)}, reliability={setting}); "
+            f"depth (optional) on {self.resolve_topic_name('depth')}")
+
+    def _create_depth_subscription(self) -> None:
+        """The depth image gets the same QoS policy as the colour image (its own match)."""
+        offered = qos.offered_reliabilities(self, self.resolve_topic_name("depth"))
+        self._depth_reliability = qos.choose_reliability(self.p("input_reliability"), offered)
+        callbacks = SubscriptionEventCallbacks(incompatible_qos=lambda e: self._on_incompatible_qos(e, "depth"))
+        self._depth_sub = self.create_subscription(
+            Image, "depth", self._on_depth, qos.input_qos(self._depth_reliability, self.p("input_queue_depth")),
+            event_callbacks=callbacks)
 
     def _destroy_input_subscriptions(self) -> None:
-        for sub in self._subs:
+        for sub in self._subs + ([self._depth_sub] if self._depth_sub is not None else []):
             self.destroy_subscription(sub)
         self._subs = []
+        self._depth_sub = None
 
     def _check_input_qos(self) -> None:
         """Re-match the input reliability when the camera's publishers change (auto mode)."""
         if self.p("input_reliability") != "auto" or not self._subs:
             return
-        resolved = self.resolve_topic_name(self._image_topic()[1])
-        offered = qos.offered_reliabilities(self, resolved)
-        if not offered:
-            return
-        wanted = qos.choose_reliability("auto", offered)
-        if wanted != self._input_reliability:
+        for topic, current in ((self._image_topic()[1], self._input_reliability), ("depth", self._depth_reliability)):
+            resolved = self.resolve_topic_name(topic)
+            offered = qos.offered_reliabilities(self, resolved)
+            if not offered:
+                continue
+            wanted = qos.choose_reliability("auto", offered)
+            if wanted == current:
+                continue
             self.get_logger().info(
                 f"publishers on {resolved} now offer {', '.join(sorted({qos.reliability_name(r) for r in offered}))};"
                 f" resubscribing {qos.reliability_name(wanted)}")
-            self._destroy_input_subscriptions()
-            self._create_input_subscriptions()
+            if topic == "depth":
+                self.destroy_subscription(self._depth_sub)
+                self._create_depth_subscription()
+            else:
+                self._destroy_input_subscriptions()
+                self._create_input_subscriptions()
+                return
 
-    def _on_incompatible_qos(self, event: Any) -> None:
-        topic = self.resolve_topic_name(self._image_topic()[1])
+    def _on_incompatible_qos(self, event: Any, topic: str) -> None:
+        resolved = self.resolve_topic_name(topic)
+        current = self._depth_reliability if topic == "depth" else self._input_reliability
         self._report("qos", WARN,
-                     f"a publisher on {topic} offers QoS incompatible with this subscription "
-                     f"({qos.reliability_name(self._input_reliability)}; last policy: {event.last_policy_kind}). "
+                     f"a publisher on {resolved} offers QoS incompatible with this subscription "
+                     f"({qos.reliability_name(current)}; last policy: {event.last_policy_kind}). "
                      "Fix: set input_reliability:=auto or best_effort, or make the camera publish reliable.")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        k = msg.k
-        if not (math.isfinite(k[0]) and math.isfinite(k[4]) and k[0] > 0 and k[4] > 0) or msg.width == 0 or msg.height == 0:
+        why = _camera_info_problem(msg)
+        if why:
+            k = msg.k
             self._report("camera_info", WARN,
                          f"ignoring camera_info on {self.resolve_topic_name('camera_info')}: size {msg.width}x{msg.height}, "
                          f"fx={k[0]}, fy={k[4]} (needs a size and positive focal lengths)")
@@ -265,9 +377,25 @@ class SegPerceptionNode(LifecycleNode):
             return
         self._camera_info = msg
 
+    def _on_depth_camera_info(self, msg: CameraInfo) -> None:
+        why = _camera_info_problem(msg)
+        if why:
+            self._report("depth_camera_info", WARN,
+                         f"ignoring depth camera_info on {self.resolve_topic_name('depth/camera_info')}: size "
+                         f"{msg.width}x{msg.height}, fx={msg.k[0]}, fy={msg.k[4]} ({why}); 3D needs a calibrated camera")
+            self._depth_camera_info = None
+            return
+        self._depth_camera_info = msg
+
     def _on_image(self, msg: Image | CompressedImage) -> None:
         self._input_stats.add()
-        self._slot.put((msg, time.monotonic()))
+        # Pair with depth now too: a slow model must not find its depth image evicted.
+        early = self._depth.early(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec))
+        self._slot.put((msg, time.monotonic(), early))
+
+    def _on_depth(self, msg: Image) -> None:
+        """Only buffered here; decoded by the worker once a colour frame pairs with it."""
+        self._depth.add(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
 
     # ------------------------------------------------------------------ processing
     def _worker_loop(self) -> None:
@@ -280,7 +408,7 @@ class SegPerceptionNode(LifecycleNode):
             except Exception as exc:  # never let one frame kill the node
                 self._report("inference", ERROR, f"frame failed: {type(exc).__name__}: {exc}")
 
-    def _process(self, msg: Image | CompressedImage, received: float) -> None:
+    def _process(self, msg: Image | CompressedImage, received: float, early_depth: tuple[int, Image] | None) -> None:
         pipeline = self._pipeline
         if pipeline is None:
             return
@@ -290,28 +418,117 @@ class SegPerceptionNode(LifecycleNode):
         except ImageDecodeError as exc:
             self._report("input", WARN, f"dropped a frame on {self.resolve_topic_name(self._image_topic()[1])}: {exc}")
             return
-        detections = pipeline(rgb)
         height, width = rgb.shape[:2]
-        k = self._intrinsics_for(width, height)
-        md = pipeline.metadata
-        instances, keypoints = conversions.detections_to_msgs(
-            detections, msg.header, width, height, md, self.p("mask_encoding"))
+        stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
+        detections = pipeline(rgb)
+        tracking = self._tracking
+        if tracking is not None:
+            detections = tracking.update(detections, stamp_ns, (height, width), self.p("score_threshold"))
+        grasp = grasp_keypoints(detections.masks).keypoints if self.p("publish_grasp_keypoints") else None
+        intrinsics = self._intrinsics_3d(width, height)
+        depth_msg = self._paired_depth(stamp_ns, received, early_depth)
+        frame3d = self._frame_3d(detections, grasp, depth_msg, intrinsics, (height, width))
+        self._publish_outputs(msg.header, rgb, detections, grasp, frame3d, intrinsics, tracking is not None)
+        self._processed += 1
+        self._frames_with_3d += frame3d is not None
+        self._output_stats.add()
+        self._latency.add(time.monotonic() - received)
+        self._problems.clear("inference")
+
+    def _paired_depth(self, stamp_ns: int, received: float, early: tuple[int, Image] | None) -> Image | None:
+        """The depth image paired with this frame (``DepthPairing``), or None; no pair
+        despite a live depth stream is reported: usually depth and colour are stamped
+        by different clocks."""
+        pairing = self._depth.pair(stamp_ns, received + float(self.p("depth_wait")), early)
+        if pairing.depth is None and pairing.live:
+            newest = pairing.newest_ns
+            offset = "" if newest is None else f"; the newest depth image is {(newest - stamp_ns) / 1e9:+.3f} s from it"
+            self._report("depth_sync", WARN,
+                         f"no depth image on {self.resolve_topic_name('depth')} within depth_sync_slop="
+                         f"{self.p('depth_sync_slop')} s of the colour image{offset}; publishing without 3D "
+                         "(do depth and colour share a clock? else raise depth_sync_slop or depth_wait)")
+        return pairing.depth
+
+    def _frame_3d(self, detections: Detections, grasp: np.ndarray | None, depth_msg: Image | None,
+                  intrinsics: CameraIntrinsics | None, image_size: tuple[int, int]) -> Frame3D | None:
+        """3D of the published instances, or None (reported) when this frame has none."""
+        if depth_msg is None:
+            return None
+        topic = self.resolve_topic_name("depth")
+        if intrinsics is None:
+            self._report("depth", WARN, f"depth arrives on {topic} but no usable camera_info (colour or depth) "
+                         f"describes the {image_size[1]}x{image_size[0]} image; publishing without 3D")
+            return None
+        try:
+            depth = conversions.depth_to_metres(depth_msg, self.p("max_image_pixels"))
+        except ImageDecodeError as exc:
+            self._report("depth", WARN, f"dropped a depth image on {topic}: {exc}; publishing without 3D")
+            return None
+        params = self._depth_params
+        if not valid_depth(depth, params.min_depth, params.max_depth).any():
+            self._report("depth", WARN, f"depth image on {topic} has no valid readings (all NaN, inf, 0 or outside "
+                         f"depth_min..depth_max = {params.min_depth}..{params.max_depth} m); publishing without 3D")
+            return None
+        try:
+            return frame_3d(detections, depth, intrinsics, image_size, params, grasp)
+        except DepthSizeError as exc:
+            self._report("depth", WARN, f"depth image on {topic} does not fit the colour image: {exc}; "
+                         "publishing without 3D")
+            return None
+
+    def _publish_outputs(self, header: Any, rgb: np.ndarray, detections: Detections, grasp: np.ndarray | None,
+                         frame3d: Frame3D | None, intrinsics: CameraIntrinsics | None, tracking: bool) -> None:
+        """Every output of one frame; the optional ones only while enabled and subscribed."""
         pubs = self._pubs
+        md = self._pipeline.metadata
+        height, width = rgb.shape[:2]
+        d3 = frame3d.instances if frame3d is not None else None
+        instances, keypoints = conversions.detections_to_msgs(
+            detections, header, width, height, md, self.p("mask_encoding"), instances_3d=d3, grasp=grasp,
+            grasp_positions=frame3d.grasp if frame3d is not None else None,
+            grasp_valid=frame3d.grasp_valid if frame3d is not None else None)
         pubs["instances"].publish(instances)
-        if md.num_keypoints:
+        if md.num_keypoints or grasp is not None:
             pubs["keypoints"].publish(keypoints)
         if self.p("publish_debug_image") and pubs["debug_image"].get_subscription_count() > 0:
             overlay = draw_overlay(rgb, detections, md.class_names, md.keypoint_names, md.skeleton,
                                    keypoint_threshold=self.p("keypoint_score_threshold"))
-            pubs["debug_image"].publish(conversions.rgb_to_image_msg(overlay, msg.header))
+            pubs["debug_image"].publish(conversions.rgb_to_image_msg(overlay, header))
         if self.p("publish_markers") and pubs["markers"].get_subscription_count() > 0:
+            k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy) if intrinsics is not None \
+                else intrinsics_or_guess(None, width, height)
             pubs["markers"].publish(detections_to_markers(
-                detections, msg.header, md.class_names, md.skeleton, intrinsics_or_guess(k, width, height),
-                depth=self.p("marker_depth"), keypoint_threshold=self.p("keypoint_score_threshold")))
-        self._processed += 1
-        self._output_stats.add()
-        self._latency.add(time.monotonic() - received)
-        self._problems.clear("inference")
+                detections, header, md.class_names, md.skeleton, k, depth=self.p("marker_depth"),
+                keypoint_threshold=self.p("keypoint_score_threshold"), instances_3d=d3))
+        if (frame3d is not None and intrinsics is not None and self.p("publish_points")
+                and pubs["points"].get_subscription_count() > 0):
+            points = cloud_points(detections, frame3d.depth, intrinsics, self._depth_params,
+                                  self.p("points_stride"), tracking)
+            pubs["points"].publish(conversions.points_to_cloud_msg(points, header))
+        if self.p("publish_instance_map") and pubs["instance_map"].get_subscription_count() > 0:
+            ids = instance_map(detections, height, width, untracked="skip" if tracking else "index")
+            pubs["instance_map"].publish(conversions.map_image_msg(ids, header))
+        if self.p("publish_class_map") and pubs["class_map"].get_subscription_count() > 0:
+            try:
+                pubs["class_map"].publish(conversions.map_image_msg(class_map(detections, height, width), header))
+            except ValueError as exc:  # a model with more than 255 classes
+                self._report("class_map", WARN, f"class_map not published: {exc}")
+
+    def _intrinsics_3d(self, width: int, height: int) -> CameraIntrinsics | None:
+        """Intrinsics of the colour image: its camera_info, else the depth camera_info
+        (registered depth has the colour intrinsics) scaled to the colour size."""
+        k = self._intrinsics_for(width, height)
+        if k is not None:
+            return CameraIntrinsics.from_k(k)  # checked on arrival
+        info = self._depth_camera_info
+        if info is None:
+            return None
+        try:
+            return scaled_intrinsics(info.k, (info.width, info.height), (width, height))
+        except ValueError as exc:
+            self._report("depth_camera_info", WARN, f"not using the depth camera_info on "
+                         f"{self.resolve_topic_name('depth/camera_info')}: {exc}")
+            return None
 
     def _intrinsics_for(self, width: int, height: int) -> list[float] | None:
         """The camera_info K if it describes this image size, else None (and a warning)."""
@@ -347,6 +564,10 @@ class SegPerceptionNode(LifecycleNode):
             "frames_processed": str(self._processed),
             "frames_dropped": str(self._slot.dropped),
             "problems_total": str(self._problems.total),
+            "depth_received": str(self._depth.received),
+            "frames_with_3d": str(self._frames_with_3d),
+            "tracking": "on" if self._tracking is not None else "off",
+            "tracks_active": str(self._tracking.num_tracks if self._tracking is not None else 0),
         }
         if pipeline is not None:
             md = pipeline.metadata

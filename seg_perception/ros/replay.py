@@ -23,11 +23,16 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.subscription import Subscription
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
 from seg_perception.ros.launch_args import NodeLaunchSpec
+
+
+# rclpy passes a MessageInfo (with source_timestamp) to two-argument callbacks since Jazzy.
+_CALLBACKS_GET_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
 class NodeProcess:
@@ -73,10 +78,14 @@ class Received:
     model_info: list[ModelInfo] = field(default_factory=list)
     # Wall-clock receipt time (ns) of each message, per list above, in the same order.
     arrival_ns: dict[str, list[int]] = field(default_factory=dict)
+    # The publisher's send time (ns) of each message where rclpy reports it (Jazzy and
+    # later): times the node itself, free of this process's scheduling delays.
+    source_ns: dict[str, list[int]] = field(default_factory=dict)
 
     def clear(self, attr: str) -> None:
         getattr(self, attr).clear()
         self.arrival_ns.pop(attr, None)
+        self.source_ns.pop(attr, None)
 
 
 class CameraAndConsumer:
@@ -115,14 +124,18 @@ class CameraAndConsumer:
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)
         self._spin.start()
 
-    def _on(self, attr: str) -> Callable[[Any], None]:
-        def callback(msg: Any) -> None:
+    def _on(self, attr: str) -> Callable[..., None]:
+        def record(msg: Any, source_ns: int | None) -> None:
             now = time.time_ns()
             with self._cond:
                 getattr(self.received, attr).append(msg)
                 self.received.arrival_ns.setdefault(attr, []).append(now)
+                self.received.source_ns.setdefault(attr, []).append(now if source_ns is None else source_ns)
                 self._cond.notify_all()
-        return callback
+
+        if _CALLBACKS_GET_MESSAGE_INFO:
+            return lambda msg, info: record(msg, info["source_timestamp"])
+        return lambda msg: record(msg, None)
 
     def wait_for(self, predicate: Callable[[Received], bool], timeout: float) -> bool:
         with self._cond:

@@ -1,0 +1,303 @@
+"""What the node publishes for a frame beyond the network's detections: track ids
+(with ByteTrack's publish rule), grasp keypoints and 3D from registered depth.
+
+The node and the offline regression run both call these, so a recording replayed
+offline gives the same instances, ids and keypoint sets as the node on the robot.
+No ROS here: parameters come in as the plain ``{name: value}`` dict of
+``seg_perception.params``.
+
+ByteTrack's publish rule: with tracking on, the network's candidates are kept down
+to ``tracking_low_score`` (below ``score_threshold``) so that a weak detection can
+extend a track through partial occlusion or motion blur; what is *published* is
+every instance at or above ``score_threshold`` plus every instance that carries a
+track id. An untracked weak detection is never published.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, Mapping, NamedTuple, Sequence, TypeVar
+
+import numpy as np
+
+from seg_perception.core.depth3d import (
+    CameraIntrinsics, Depth3DParams, DepthSynchronizer, Instances3D, instance_points, instances_3d, keypoints_3d,
+    match_depth_to_image,
+)
+from seg_perception.core.tracking import Tracker, TrackerParams
+from seg_perception.core.types import Detections
+
+# Parameter name -> field of the core's parameter object.
+TRACKING_PARAMETERS = {
+    "tracking_high_score": "high_score",
+    "tracking_low_score": "low_score",
+    "tracking_new_track_score": "new_track_score",
+    "tracking_match_iou": "match_iou",
+    "tracking_low_match_iou": "low_match_iou",
+    "tracking_mask_weight": "mask_weight",
+    "tracking_min_hits": "min_hits",
+    "tracking_max_age": "max_age",
+    "tracking_class_aware": "class_aware",
+    "tracking_matcher": "matcher",
+}
+DEPTH_PARAMETERS = {
+    "depth_erosion_px": "erosion_px",
+    "depth_min_points": "min_points",
+    "depth_min": "min_depth",
+    "depth_max": "max_depth",
+    "depth_trim_percentile": "trim_percentile",
+    "depth_trim_factor": "trim_factor",
+    "depth_keypoint_window": "keypoint_window",
+    "depth_centroid_method": "centroid_method",
+}
+
+
+def tracker_params_from(values: Mapping[str, Any]) -> TrackerParams:
+    """``TrackerParams`` from the ``tracking_*`` parameters; ValueError names a bad combination
+    (e.g. ``low_score`` above ``high_score``), so the node can refuse it with the reason."""
+    return TrackerParams(**{field: values[name] for name, field in TRACKING_PARAMETERS.items()})
+
+
+def depth3d_params_from(values: Mapping[str, Any]) -> Depth3DParams:
+    """``Depth3DParams`` from the ``depth_*`` parameters; ValueError names a bad combination
+    (e.g. ``depth_min`` not below ``depth_max``, an even ``depth_keypoint_window``)."""
+    return Depth3DParams(**{field: values[name] for name, field in DEPTH_PARAMETERS.items()})
+
+
+def select(detections: Detections, keep: np.ndarray) -> Detections:
+    """The instances where ``keep`` ((N,) bool) is true, in their order."""
+    keep = np.asarray(keep, bool).reshape(-1)
+    idx = np.flatnonzero(keep)
+    return Detections(
+        boxes=detections.boxes[idx],
+        scores=detections.scores[idx],
+        class_ids=detections.class_ids[idx],
+        masks=[detections.masks[int(i)] for i in idx],
+        keypoints=detections.keypoints[idx],
+        track_ids=detections.track_ids[idx],
+    )
+
+
+class TrackingStage:
+    """A ``Tracker`` plus the publish rule (module docstring), for one camera stream.
+
+    ``update`` once per frame, in stamp order. The tracker starts over (ids keep
+    counting up) when the image size changes: a new size means another stream or a
+    reconfigured camera, whose boxes cannot be compared with the old ones.
+    ``reconfigure`` (new parameters, from another thread) also starts over, keeping
+    the id counter, so an id is never given to a second object.
+    """
+
+    def __init__(self, params: TrackerParams) -> None:
+        self.params = params
+        self.tracker = Tracker(params)
+        self._image_size: tuple[int, int] | None = None
+        self._lock = threading.Lock()
+
+    def reconfigure(self, params: TrackerParams) -> None:
+        with self._lock:
+            self.params = params
+            self.tracker.params = params
+            self.tracker.reset()
+
+    @staticmethod
+    def detection_threshold(score_threshold: float, params: TrackerParams | None) -> float:
+        """Score down to which post-processing keeps candidates: ``score_threshold``, or
+        the tracker's low score when tracking is on and that is lower."""
+        return float(score_threshold) if params is None else min(float(score_threshold), params.low_score)
+
+    @property
+    def num_tracks(self) -> int:
+        return self.tracker.num_tracks
+
+    def update(self, detections: Detections, stamp_ns: int, image_size: tuple[int, int],
+               score_threshold: float) -> Detections:
+        """Track ids for one frame's detections (post-processed at ``detection_threshold``);
+        returns the published subset: score >= ``score_threshold`` or a nonzero track id.
+
+        image_size: (height, width) of the source image.
+        """
+        size = (int(image_size[0]), int(image_size[1]))
+        with self._lock:
+            if self._image_size is not None and size != self._image_size:
+                self.tracker.reset()
+            self._image_size = size
+            tracked = self.tracker.update(detections, int(stamp_ns))
+        keep = (np.asarray(tracked.scores) >= np.float32(score_threshold)) | (np.asarray(tracked.track_ids) != 0)
+        return tracked if keep.all() else select(tracked, keep)
+
+
+def stamp_to_ns(sec: int, nanosec: int) -> int:
+    return int(sec) * 1_000_000_000 + int(nanosec)
+
+
+T = TypeVar("T")
+
+
+class Pairing(NamedTuple):
+    """Result of ``DepthPairing.pair``.
+
+    depth:     the paired depth (any payload), or None.
+    live:      a depth stream was live (an image within ``live_s``); no pair despite
+               that is worth reporting (clocks differ, slop too small).
+    newest_ns: stamp of the newest depth image, for the report (None if none yet).
+    """
+
+    depth: Any
+    live: bool
+    newest_ns: int | None
+
+
+class DepthPairing(Generic[T]):
+    """Pairs a colour frame with the depth image of the nearest stamp, waiting briefly
+    for depth that arrives after the colour frame.
+
+    Depth images are only buffered on arrival (``add``, the subscription thread); the
+    inference thread calls ``early`` when a colour frame arrives (so a slow model does
+    not find its depth evicted from the bounded buffer) and ``pair`` after inference.
+    ``pair`` takes the nearer of the two; with none, and while a depth stream is live
+    (an image within ``live_s`` seconds), it waits until ``deadline`` (monotonic
+    seconds) for one: drivers often deliver registered depth a few milliseconds after
+    colour, since registration needs both. Without a depth stream it never waits.
+    """
+
+    def __init__(self, slop_ns: int, live_s: float = 1.0, buffer_size: int = 10,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.sync: DepthSynchronizer[T] = DepthSynchronizer(slop_ns, buffer_size)
+        self.live_s = float(live_s)
+        self._clock = clock
+        self._cond = threading.Condition()
+        self._last_arrival: float | None = None
+        self._newest_ns: int | None = None
+        self._closed = False
+        self.received = 0
+
+    @property
+    def slop_ns(self) -> int:
+        return self.sync.slop_ns
+
+    @slop_ns.setter
+    def slop_ns(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"slop_ns must be >= 0, got {value}")
+        self.sync.slop_ns = int(value)
+
+    def add(self, stamp_ns: int, depth: T) -> None:
+        with self._cond:
+            self.sync.add(stamp_ns, depth)
+            self._newest_ns = int(stamp_ns)
+            self._last_arrival = self._clock()
+            self.received += 1
+            self._cond.notify_all()
+
+    def early(self, stamp_ns: int) -> tuple[int, T] | None:
+        """(depth stamp, depth) nearest to ``stamp_ns`` within the slop, now."""
+        return self.sync.match_stamped(stamp_ns)
+
+    def pair(self, stamp_ns: int, deadline: float, early: tuple[int, T] | None = None) -> Pairing:
+        def best() -> tuple[int, T] | None:
+            cands = [c for c in (early, self.sync.match_stamped(stamp_ns)) if c is not None]
+            return min(cands, key=lambda c: abs(c[0] - stamp_ns)) if cands else None
+
+        with self._cond:
+            hit = best()
+            live = self._last_arrival is not None and self._clock() - self._last_arrival < self.live_s
+            while hit is None and live and not self._closed:
+                remaining = deadline - self._clock()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+                hit = best()
+            return Pairing(None if hit is None else hit[1], live, self._newest_ns)
+
+    def reset(self) -> None:
+        """Forget every depth image (the stream restarts); ``pair`` may wait again."""
+        with self._cond:
+            self.sync.clear()
+            self._last_arrival = None
+            self._newest_ns = None
+            self._closed = False
+
+    def close(self) -> None:
+        """Wake a waiting ``pair`` and stop waiting (node shutting down)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
+def scaled_intrinsics(k: Sequence[float], from_size: tuple[int, int], to_size: tuple[int, int]) -> CameraIntrinsics:
+    """Intrinsics of a camera_info made for ``from_size`` (width, height) applied to an
+    image of ``to_size``: a registered depth stream at another resolution sees the same
+    view, so its K scales with the pixel size (pixel centres at integers, hence the
+    half-pixel terms). ValueError for a zero size, a different aspect ratio (not the
+    same view) or a K without positive, finite focal lengths.
+    """
+    (fw, fh), (tw, th) = from_size, to_size
+    if fw <= 0 or fh <= 0 or tw <= 0 or th <= 0:
+        raise ValueError(f"camera_info size {fw}x{fh} cannot describe a {tw}x{th} image")
+    sx, sy = tw / fw, th / fh
+    if abs(sx / sy - 1.0) > 0.02:
+        raise ValueError(f"camera_info is for {fw}x{fh}, a different aspect ratio than the {tw}x{th} image")
+    base = CameraIntrinsics.from_k(k)
+    return CameraIntrinsics(base.fx * sx, base.fy * sy, (base.cx + 0.5) * sx - 0.5, (base.cy + 0.5) * sy - 0.5)
+
+
+@dataclass
+class Frame3D:
+    """3D of one frame's published instances (camera optical frame, metres).
+
+    instances:      ``Instances3D`` (centroid, oriented box, point count, model keypoints).
+    grasp:          (N, 3, 3) float32 positions of the grasp keypoints (NaN where invalid).
+    grasp_valid:    (N, 3) bool.
+    depth:          the (H, W) float32 depth matched to the colour image (for point clouds).
+    """
+
+    instances: Instances3D
+    grasp: np.ndarray
+    grasp_valid: np.ndarray
+    depth: np.ndarray
+
+
+def frame_3d(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrinsics,
+             image_size: tuple[int, int], params: Depth3DParams,
+             grasp_keypoints: np.ndarray | None = None) -> Frame3D:
+    """3D of every instance and of its grasp keypoints from registered depth (metres).
+
+    image_size: (height, width) of the colour image. Raises ``DepthSizeError`` when the
+    depth cannot be registered to it (a different aspect ratio). The depth is matched
+    once and shared by the instances, the grasp points and the point cloud.
+    """
+    matched = match_depth_to_image(depth, int(image_size[0]), int(image_size[1]))
+    inst = instances_3d(detections, matched, intrinsics, image_size=image_size, params=params)
+    n = len(detections)
+    if grasp_keypoints is None or n == 0:
+        g, gv = np.full((n, 0, 3), np.nan, np.float32), np.zeros((n, 0), bool)
+    else:
+        g, gv = keypoints_3d(grasp_keypoints, matched, intrinsics, detections.masks, params)
+    return Frame3D(inst, g, gv, matched)
+
+
+def cloud_points(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrinsics,
+                 params: Depth3DParams, stride: int, tracking: bool) -> np.ndarray:
+    """``(M, 5)`` float32 x, y, z, instance id, class id of the masked depth points.
+
+    The instance id is what ``instance_map`` holds: with tracking on, the track id, and
+    0 for an instance without one (its points still mark an obstacle; index + 1 would
+    collide with a real track id); with tracking off, index + 1 into the InstanceArray.
+    ``depth`` must already match the colour image (``Frame3D.depth``).
+    """
+    size = depth.shape[:2]
+    if not tracking:
+        return instance_points(detections, depth, intrinsics, image_size=size, params=params, stride=stride)
+    tracked = np.asarray(detections.track_ids) != 0
+    parts = [instance_points(select(detections, tracked), depth, intrinsics, image_size=size, params=params,
+                             stride=stride)]
+    if not tracked.all():
+        rest = instance_points(select(detections, ~tracked), depth, intrinsics, image_size=size, params=params,
+                               stride=stride)
+        rest[:, 3] = 0.0
+        parts.append(rest)
+    return np.concatenate(parts)
+
