@@ -162,14 +162,15 @@ def _check_size(width: int, height: int) -> None:
 # Comparison
 
 
-def mask_iou(a: CroppedMask, b: CroppedMask) -> float:
+def mask_iou(a: CroppedMask, b: CroppedMask, area_a: int | None = None, area_b: int | None = None) -> float:
     """Intersection over union of two cropped masks (nonzero = foreground), in [0, 1].
 
     Only the overlap of the two regions is compared pixel by pixel; no full-image
-    mask is built. Two empty masks have IoU 0.
+    mask is built, and regions may lie partly outside the image. Two empty masks
+    have IoU 0. Callers comparing one mask against many pass its known area.
     """
-    area_a = int(np.count_nonzero(a.data))
-    area_b = int(np.count_nonzero(b.data))
+    area_a = int(np.count_nonzero(a.data)) if area_a is None else area_a
+    area_b = int(np.count_nonzero(b.data)) if area_b is None else area_b
     x0, y0 = max(a.x, b.x), max(a.y, b.y)
     x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
     inter = 0

@@ -38,6 +38,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from seg_perception.core.masks import mask_iou
 from seg_perception.core.postprocess import box_iou
 from seg_perception.core.types import CroppedMask, Detections
 
@@ -205,19 +206,6 @@ class _Track:
         return CroppedMask(int(self.mask.x + shift[0]), int(self.mask.y + shift[1]), self.mask.data)
 
 
-def _mask_iou_shifted(a: CroppedMask, b: CroppedMask, area_a: int, area_b: int) -> float:
-    """IoU of two cropped masks (regions may lie partly outside the image)."""
-    x0, y0 = max(a.x, b.x), max(a.y, b.y)
-    x1, y1 = min(a.x + a.width, b.x + b.width), min(a.y + a.height, b.y + b.height)
-    inter = 0
-    if x1 > x0 and y1 > y0:
-        sa = a.data[y0 - a.y:y1 - a.y, x0 - a.x:x1 - a.x]
-        sb = b.data[y0 - b.y:y1 - b.y, x0 - b.x:x1 - b.x]
-        inter = int(np.count_nonzero(np.logical_and(sa, sb)))
-    union = area_a + area_b - inter
-    return inter / union if union else 0.0
-
-
 def match_pairs(similarity: np.ndarray, threshold: float, matcher: str = "auto") -> list[tuple[int, int]]:
     """Row/column pairs maximising total similarity, each pair at least ``threshold``.
 
@@ -310,7 +298,7 @@ class Tracker:
                 area_t = int(np.count_nonzero(pm.data))
                 for dj, d in enumerate(det_idx):
                     if biou[ti, dj] > 0:
-                        miou[ti, dj] = _mask_iou_shifted(pm, dets.masks[d], area_t, det_areas[d])
+                        miou[ti, dj] = mask_iou(pm, dets.masks[d], area_t, det_areas[d])
             sim = (1 - p.mask_weight) * biou + p.mask_weight * miou
         if p.class_aware:
             same = np.array([t.class_id for t in tracks])[:, None] == dets.class_ids[det_idx][None, :]
