@@ -64,7 +64,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("precision", "fp32", "Numeric precision where the backend supports it.", choices=("fp32", "fp16", "int8"), applies="configure"),
     ParamSpec("threads", 0, "CPU threads for inference; 0 lets the backend decide.", min=0, max=256, applies="configure"),
     # Post-processing
-    ParamSpec("score_threshold", 0.3, "Minimum class score of a published instance.", min=0.0, max=1.0),
+    ParamSpec("score_threshold", 0.3, "Minimum class score of a published instance; with tracking on, an instance that continues a track is published down to tracking_low_score (tracks start only at this score or above).", min=0.0, max=1.0),
     ParamSpec("nms_iou_threshold", 0.5, "Box IoU above which Fast NMS suppresses the lower-scored instance of a class.", min=0.0, max=1.0),
     ParamSpec("top_k", 200, "Candidates per class kept for NMS.", min=1, max=5000),
     ParamSpec("max_detections", 100, "Most instances published per image.", min=1, max=1000),
@@ -85,7 +85,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("tracking_enabled", True, "Give instances ids that are stable across frames (ByteTrack-style tracker on boxes and masks). With tracking on, an instance with a track id is published even below score_threshold (down to tracking_low_score)."),
     ParamSpec("tracking_high_score", 0.5, "Detections at or above this score are matched first and may start tracks.", min=0.0, max=1.0),
     ParamSpec("tracking_low_score", 0.1, "Detections between this and tracking_high_score only extend tracks seen in the previous frame; post-processing keeps candidates down to min(score_threshold, this).", min=0.0, max=1.0),
-    ParamSpec("tracking_new_track_score", 0.6, "An unmatched detection needs this score to start a track.", min=0.0, max=1.0),
+    ParamSpec("tracking_new_track_score", 0.6, "An unmatched detection needs this score (and score_threshold) to start a track.", min=0.0, max=1.0),
     ParamSpec("tracking_match_iou", 0.2, "Minimum track/detection similarity (box and mask IoU) for a high-score match.", min=0.0, max=1.0),
     ParamSpec("tracking_low_match_iou", 0.4, "Minimum similarity for a low-score detection to extend a track.", min=0.0, max=1.0),
     ParamSpec("tracking_mask_weight", 0.25, "Weight of mask IoU against box IoU in the similarity.", min=0.0, max=1.0),
@@ -101,7 +101,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("depth_erosion_px", 2, "Radius (px) the mask is eroded by before taking depth, so silhouette pixels on the background are not used.", min=0, max=50),
     ParamSpec("depth_min_points", 20, "Fewer valid depth points in the mask than this and the instance has no 3D.", min=1, max=1_000_000),
     ParamSpec("depth_centroid_method", "median", "Centroid of the masked points: per-axis median (robust to mask bleeding) or depth-gated mean.", choices=("median", "trimmed_mean")),
-    ParamSpec("depth_trim_percentile", 90.0, "Percentile of |z - median z| that scales the outlier gate of the oriented box.", min=1.0, max=100.0),
+    ParamSpec("depth_trim_percentile", 90.0, "Percentile of the points' distance in depth from their median depth that scales the outlier gate of the oriented box.", min=1.0, max=100.0),
     ParamSpec("depth_trim_factor", 2.0, "Points deviating from the median depth by more than this times that percentile are left out of the box.", min=0.1, max=100.0),
     ParamSpec("depth_keypoint_window", 5, "Side (px, odd) of the window whose median depth places a keypoint in 3D.", min=1, max=51, step=2),
     # Input

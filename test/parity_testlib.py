@@ -39,7 +39,37 @@ def state_dict_from_listing(keys: dict) -> dict:
     return out
 
 
-def _calibrate_batchnorm(model, input_size) -> None:
+def _perturb_batchnorm(model) -> None:
+    """Non-trivial BatchNorm statistics, so a wrong eval/train mode would show."""
+    import torch
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.8, 1.2)
+
+
+def _calibration_batch(model, input_size):
+    """Four random pictures with roughly natural (1/f) statistics, normalised as the graph does."""
+    import cv2
+    import torch
+
+    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
+    rng = np.random.default_rng(SEED)
+    images = np.zeros((4, h, w, 3), np.float32)
+    for image in images:
+        for octave in range(6):  # equal-amplitude noise at every octave: pixels to blobs
+            f = 2 ** octave
+            noise = rng.standard_normal((max(1, h // f), max(1, w // f), 3)).astype(np.float32)
+            image += cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
+    images = np.clip(128 + 25 * images, 0, 255)
+    mean = np.asarray(getattr(model, "input_mean", None) or (123.68, 116.78, 103.94), np.float32)
+    std = np.asarray(getattr(model, "input_std", None) or (58.40, 57.12, 57.38), np.float32)
+    return torch.from_numpy((images - mean) / std).permute(0, 3, 1, 2)
+
+
+def _calibrate_batchnorm(model, input_size, trunk=None) -> None:
     """Set every BatchNorm's running statistics to those of one natural-looking image.
 
     Deep random networks otherwise blow activations up or down by orders of magnitude
@@ -47,31 +77,18 @@ def _calibrate_batchnorm(model, input_size) -> None:
     a trained network keeps its activations near unit scale, and so does this one.
     The affine weights then get a random spread so eval-mode BatchNorm is not an identity.
     """
-    import cv2
     import torch
 
-    h, w = (input_size, input_size) if isinstance(input_size, int) else input_size
-    rng = np.random.default_rng(SEED)
-    # A random picture with roughly natural (1/f) statistics: equal-amplitude noise at
-    # every octave, from single pixels to blobs; normalised as the graph normalises.
-    # A batch of them: at small inputs the deepest maps have a handful of cells, and
-    # statistics from one image would be noise.
-    images = np.zeros((8, h, w, 3), np.float32)
-    for image in images:
-        for octave in range(6):
-            f = 2 ** octave
-            noise = rng.standard_normal((max(1, h // f), max(1, w // f), 3)).astype(np.float32)
-            image += cv2.resize(noise, (w, h), interpolation=cv2.INTER_LINEAR)
-    images = np.clip(128 + 25 * images, 0, 255)
-    mean = np.asarray(getattr(model, "input_mean", None) or (123.68, 116.78, 103.94), np.float32)
-    std = np.asarray(getattr(model, "input_std", None) or (58.40, 57.12, 57.38), np.float32)
-    x = torch.from_numpy((images - mean) / std).permute(0, 3, 1, 2)
-    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    # A batch of pictures: at small inputs the deepest maps have a handful of cells, and
+    # the statistics of one image would be noise.
+    x = _calibration_batch(model, input_size)
+    trunk = trunk if trunk is not None else model  # the part holding the BatchNorms
+    bns = [m for m in trunk.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     for m in bns:
         m.momentum = 1.0  # running stats := this batch's stats
         m.train()
     with torch.no_grad():
-        model(x)
+        trunk(x)
         for m in bns:
             m.weight.uniform_(0.8, 1.2)
             m.bias.uniform_(-0.1, 0.1)
@@ -95,15 +112,31 @@ def small_centermask(arch: str, input_size=64, **kwargs):
         # Boxes about 2.6 strides wide: not a power-of-two fraction of the image, whose
         # area ratio would sit exactly on a RoI level boundary (ceil of an integer).
         head.bbox_pred.bias.fill_(1.3)
-        # Mask logits well away from 0, so a 1e-5 difference cannot flip a pixel; a box
-        # outside the image pools zeros, and its logits sit at the bias, not at 0.
-        torch.nn.init.normal_(model.roi_heads.mask_head.predictor.weight, std=3.0)
+        # A box outside the image pools zeros: its logits sit at the bias, not at 0.
         model.roi_heads.mask_head.predictor.bias.fill_(-1.0)
         if model.roi_heads.maskiou_head is not None:
             # Predicted IoUs near 0.9: scores stay positive and below 1.
             torch.nn.init.normal_(model.roi_heads.maskiou_head.maskiou.weight, std=1e-5)
             model.roi_heads.maskiou_head.maskiou.bias.fill_(0.9)
-    _calibrate_batchnorm(model, input_size)
+    _calibrate_batchnorm(model, input_size, trunk=model.backbone.bottom_up)
+    # Mask logits of a few units, varying continuously: crisp masks whose pixels are
+    # rarely within float noise of the threshold (huge logits would make a
+    # checkerboard whose cell borders interpolate to exactly 0.5).
+    # Likewise predicted IoUs of 0.9 +- 0.02, whatever the scale of the features.
+    seen: dict = {}
+    heads = model.roi_heads
+    hooks = [heads.mask_head.predictor.register_forward_hook(lambda m, i, o: seen.setdefault("mask", o))]
+    if heads.maskiou_head is not None:
+        hooks.append(heads.maskiou_head.maskiou.register_forward_hook(lambda m, i, o: seen.setdefault("iou", o)))
+    with torch.no_grad():
+        model(_calibration_batch(model, input_size)[:1])
+        for h in hooks:
+            h.remove()
+        spread = float((seen["mask"] - heads.mask_head.predictor.bias[None, :, None, None]).std())
+        heads.mask_head.predictor.weight.mul_(8.0 / max(spread, 1e-6))
+        if "iou" in seen:
+            spread = float((seen["iou"] - heads.maskiou_head.maskiou.bias).std())
+            heads.maskiou_head.maskiou.weight.mul_(0.02 / max(spread, 1e-12))
     return model
 
 
@@ -121,7 +154,7 @@ def small_yolact_plus(arch: str, input_size=128, **kwargs):
                 # Zero offsets (the official init) would test nothing deformable.
                 torch.nn.init.normal_(m.conv_offset_mask.weight, std=0.01)
                 torch.nn.init.normal_(m.conv_offset_mask.bias, std=0.5)
-    _calibrate_batchnorm(model, input_size)
+    _perturb_batchnorm(model)
     return model
 
 

@@ -157,8 +157,11 @@ def test_keypoints_topic_follows_instances_in_source_pixels(node, hsr_frames):
     result = player.publish_and_wait(frame, timeout=30)
     assert player.wait_for(lambda r: any(stamp_of(k) == stamp_of(frame) for k in r.keypoints), 5)
     poses = next(k for k in player.received.keypoints if stamp_of(k) == stamp_of(frame))
-    assert len(poses.poses) == len(result.instances)
-    for pose, inst in zip(poses.poses, result.instances):
+    model = [p for p in poses.poses if p.keypoint_set == "model"]
+    assert len(model) == len(result.instances)
+    # Every instance also has the model-free "grasp" set (test_node_3d checks its geometry).
+    assert [p.instance_index for p in poses.poses if p.keypoint_set == "grasp"] == list(range(len(result.instances)))
+    for pose, inst in zip(model, result.instances):
         assert pose.keypoint_set == "model" and pose.class_id == inst.class_id
         corners = [(k.x, k.y) for k in pose.keypoints[:4]]
         b = inst.bbox

@@ -73,14 +73,35 @@ def png(rgb=GOOD_RGB) -> bytes:
     return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
 
 
+K_160 = [200.0, 0.0, 79.5, 0.0, 200.0, 59.5, 0.0, 0.0, 1.0]  # intrinsics of the 160x120 GOOD_RGB frames
+
+
+def colour_info() -> "CameraInfo":
+    return CameraInfo(width=160, height=120, k=K_160)
+
+
+def depth_image(depth: np.ndarray, encoding: str | None = None, data: bytes | None = None,
+                stamp_offset_ns: int = 8_000_000) -> "Image":
+    """A depth Image of ``depth`` (32FC1 metres, or 16UC1 for uint16) whose stamp is an
+    *offset* from the colour frame's (``Harness.publish_rgbd`` adds the colour stamp)."""
+    enc = encoding or ("16UC1" if depth.dtype == np.uint16 else "32FC1")
+    arr = np.ascontiguousarray(depth.astype("<u2" if depth.dtype == np.uint16 else "<f4"))
+    msg = Image(height=arr.shape[0], width=arr.shape[1], encoding=enc, step=arr.strides[0],
+                data=arr.tobytes() if data is None else data)
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_offset_ns, 1_000_000_000)
+    return msg
+
+
 class Harness:
-    """A node process, a camera/consumer, and every /diagnostics message seen."""
+    """A node process, a camera/consumer (colour and depth), and every /diagnostics message seen."""
 
     def __init__(self, tmp_path, model, namespace, overrides=None, **launch_values):
         values = {"namespace": namespace, "image": f"/{namespace}/cam/image", "camera_info": f"/{namespace}/cam/info",
+                  "depth": f"/{namespace}/cam/depth", "depth_camera_info": f"/{namespace}/cam/depth_info",
                   "model_path": str(model), **launch_values}
         self.spec = node_launch_spec(values, REPO)
         self.spec.overrides["log_throttle_period"] = THROTTLE_S
+        self.spec.overrides["depth_wait"] = 0.5  # depth sent just before colour must not miss on a loaded machine
         self.spec.overrides.update(overrides or {})
         self.namespace = namespace
         self.proc = NodeProcess(self.spec, tmp_path / f"{namespace}.log")
@@ -89,6 +110,8 @@ class Harness:
                                         compressed=launch_values.get("use_compressed") == "true")
         self.diagnostics: list = []
         self.player.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 50)
+        self.depth_pub = self.player.node.create_publisher(Image, f"/{namespace}/cam/depth", 5)
+        self.depth_info_pub = self.player.node.create_publisher(CameraInfo, f"/{namespace}/cam/depth_info", 5)
 
     def close(self):
         self.player.close()
@@ -104,6 +127,23 @@ class Harness:
                         return s
             time.sleep(0.05)
         return None
+
+    def publish_rgbd(self, depth: "Image | None", depth_info: "CameraInfo | None" = None, timeout: float = 20.0):
+        """A good colour frame (with its camera_info) and a depth image of the same stamp,
+        moved by ``depth.header.stamp`` offsets already set; the InstanceArray or None."""
+        colour = raw_image(GOOD_RGB)
+        if depth_info is not None:
+            depth_info.header = colour.header
+            self.depth_info_pub.publish(depth_info)
+        if depth is not None:
+            depth.header.frame_id = colour.header.frame_id
+            depth.header.stamp.sec += colour.header.stamp.sec
+            self.depth_pub.publish(depth)
+        return self.player.publish_and_wait(colour, timeout, camera_info=colour_info())
+
+    def good_rgbd_frame_processed(self) -> bool:
+        result = self.publish_rgbd(depth_image(np.full((120, 160), 1.0, np.float32)))
+        return result is not None and any(i.has_3d for i in result.instances)
 
     def good_frame_processed(self) -> bool:
         is_compressed = self.player.image_pub.msg_type is CompressedImage
@@ -198,6 +238,58 @@ def test_bad_raw_frame(raw_node, case):
 @pytest.mark.parametrize("case", COMPRESSED_CASES)
 def test_bad_compressed_frame(compressed_node, case):
     check_case(compressed_node, *COMPRESSED_CASES[case])
+
+
+# Each: (depth image or None, depth camera_info or None) -> what diagnostics must name.
+DEPTH_CASES = {
+    "depth_all_nan": (lambda: (depth_image(np.full((120, 160), np.nan, np.float32)), None), "has no valid readings"),
+    "depth_all_inf": (lambda: (depth_image(np.full((120, 160), np.inf, np.float32)), None), "has no valid readings"),
+    "depth_all_zero_mm": (lambda: (depth_image(np.zeros((120, 160), np.uint16)), None), "has no valid readings"),
+    "depth_other_aspect": (lambda: (depth_image(np.ones((90, 160), np.float32)), None), "different aspect ratios"),
+    "depth_unsupported_encoding": (lambda: (depth_image(np.ones((120, 160), np.float32), "rgb8"), None),
+                                   "unsupported depth encoding 'rgb8'"),
+    "depth_data_too_short": (lambda: (depth_image(np.ones((120, 160), np.float32), data=bytes(100)), None),
+                             "data has 100 bytes"),
+    "depth_other_clock": (lambda: (depth_image(np.ones((120, 160), np.float32), stamp_offset_ns=400_000_000), None),
+                          "within depth_sync_slop"),
+    "depth_camera_info_zeros": (lambda: (None, CameraInfo(width=160, height=120)), "ignoring depth camera_info"),
+}
+
+
+def check_depth_case(harness, make, text, level=WARN):
+    """As ``check_case``, for a fault of the depth stream: each faulty depth image comes
+    with a good colour frame, which must still be published (without 3D)."""
+    time.sleep(THROTTLE_S)
+    log_before = len(harness.proc.log_tail(10_000_000))
+    for _ in range(3):
+        depth, info = make()
+        result = harness.publish_rgbd(depth, info)
+        assert result is not None, f"the colour frame was not published\n{harness.proc.log_tail()}"
+        assert depth is None or not any(i.has_3d for i in result.instances)
+    status = harness.status_with(text)
+    assert status is not None, f"/diagnostics never named '{text}'\n{harness.proc.log_tail()}"
+    assert status.level in (WARN, ERROR) and status.level >= level
+    assert harness.proc.alive()
+    assert harness.good_rgbd_frame_processed(), "the next good colour + depth frame was not processed with 3D"
+    new_log = harness.proc.log_tail(10_000_000)[log_before:]
+    assert new_log.count(text) == 1, f"expected one throttled log line for '{text}'\n{new_log}"
+
+
+@pytest.mark.parametrize("case", DEPTH_CASES)
+def test_bad_depth(raw_node, case):
+    check_depth_case(raw_node, *DEPTH_CASES[case])
+
+
+@pytest.mark.parametrize("depth", [
+    np.full((120, 160), 1.0, np.float32),  # 32FC1 metres, same size
+    np.full((120, 160), 1000, np.uint16),  # 16UC1 millimetres
+    np.full((60, 80), 1.0, np.float32),  # a decimated registered stream: same view, resampled
+], ids=["32FC1", "16UC1", "half_size"])
+def test_supported_depth_gives_3d(raw_node, depth):
+    result = raw_node.publish_rgbd(depth_image(depth))
+    assert result is not None
+    bottle = next(i for i in result.instances if i.class_name == "bottle")
+    assert bottle.has_3d and abs(bottle.centroid.z - 1.0) < 1e-3 and bottle.num_points > 100
 
 
 def test_stamps_going_backwards_are_reported_and_frames_still_processed(raw_node):

@@ -1,5 +1,8 @@
 """What the node publishes for a frame beyond the network's detections: track ids
-(with ByteTrack's publish rule), grasp keypoints and 3D from registered depth.
+(with ByteTrack's publish rule, ``TrackingStage``), and 3D from registered depth:
+pairing colour with depth by stamp (``DepthPairing``), the instances' and grasp
+points' 3D (``frame_3d``), the point cloud (``cloud_points``) and the intrinsics of a
+depth stream at another resolution (``scaled_intrinsics``).
 
 The node and the offline regression run both call these, so a recording replayed
 offline gives the same instances, ids and keypoint sets as the node on the robot.
@@ -10,14 +13,17 @@ ByteTrack's publish rule: with tracking on, the network's candidates are kept do
 to ``tracking_low_score`` (below ``score_threshold``) so that a weak detection can
 extend a track through partial occlusion or motion blur; what is *published* is
 every instance at or above ``score_threshold`` plus every instance that carries a
-track id. An untracked weak detection is never published.
+track id. An untracked weak detection is never published, and a track is only born
+from a detection that reaches ``score_threshold`` too (the tracker's birth score is
+``max(tracking_new_track_score, score_threshold)``), so raising ``score_threshold``
+still removes the objects that never reach it.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
@@ -116,11 +122,15 @@ class TrackingStage:
                score_threshold: float) -> Detections:
         """Track ids for one frame's detections (post-processed at ``detection_threshold``);
         returns the published subset: score >= ``score_threshold`` or a nonzero track id.
+        Tracks are born at ``max(params.new_track_score, score_threshold)``.
 
         image_size: (height, width) of the source image.
         """
         size = (int(image_size[0]), int(image_size[1]))
+        birth = max(self.params.new_track_score, float(score_threshold))
         with self._lock:
+            if self.tracker.params.new_track_score != birth:  # the tracker reads its params every frame
+                self.tracker.params = replace(self.params, new_track_score=birth)
             if self._image_size is not None and size != self._image_size:
                 self.tracker.reset()
             self._image_size = size
@@ -140,7 +150,8 @@ class Pairing(NamedTuple):
     """Result of ``DepthPairing.pair``.
 
     depth:     the paired depth (any payload), or None.
-    live:      a depth stream was live (an image within ``live_s``); no pair despite
+    live:      a depth stream is live (its newest image stamped within ``live_s`` of the
+               colour frame); no pair despite
                that is worth reporting (clocks differ, slop too small).
     newest_ns: stamp of the newest depth image, for the report (None if none yet).
     """
@@ -158,18 +169,21 @@ class DepthPairing(Generic[T]):
     inference thread calls ``early`` when a colour frame arrives (so a slow model does
     not find its depth evicted from the bounded buffer) and ``pair`` after inference.
     ``pair`` takes the nearer of the two; with none, and while a depth stream is live
-    (an image within ``live_s`` seconds), it waits until ``deadline`` (monotonic
-    seconds) for one: drivers often deliver registered depth a few milliseconds after
-    colour, since registration needs both. Without a depth stream it never waits.
+    (its newest image stamped within ``live_s`` seconds of the colour frame: judged in
+    stamp time, so a slow lockstep replay counts as live and a stopped camera does not;
+    0.5 s covers any depth camera at 2 Hz or faster), it waits until ``deadline``
+    (monotonic seconds) for one: drivers often deliver registered depth a few
+    milliseconds after colour, since registration needs both. It never waits without a
+    depth stream, nor once a depth image newer than the colour stamp plus the slop has
+    arrived (stamps increase, so no later one can pair).
     """
 
-    def __init__(self, slop_ns: int, live_s: float = 1.0, buffer_size: int = 10,
+    def __init__(self, slop_ns: int, live_s: float = 0.5, buffer_size: int = 10,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sync: DepthSynchronizer[T] = DepthSynchronizer(slop_ns, buffer_size)
         self.live_s = float(live_s)
         self._clock = clock
         self._cond = threading.Condition()
-        self._last_arrival: float | None = None
         self._newest_ns: int | None = None
         self._closed = False
         self.received = 0
@@ -188,7 +202,6 @@ class DepthPairing(Generic[T]):
         with self._cond:
             self.sync.add(stamp_ns, depth)
             self._newest_ns = int(stamp_ns)
-            self._last_arrival = self._clock()
             self.received += 1
             self._cond.notify_all()
 
@@ -197,14 +210,17 @@ class DepthPairing(Generic[T]):
         return self.sync.match_stamped(stamp_ns)
 
     def pair(self, stamp_ns: int, deadline: float, early: tuple[int, T] | None = None) -> Pairing:
+        """The depth paired with the colour frame of ``stamp_ns`` (see the class)."""
         def best() -> tuple[int, T] | None:
             cands = [c for c in (early, self.sync.match_stamped(stamp_ns)) if c is not None]
             return min(cands, key=lambda c: abs(c[0] - stamp_ns)) if cands else None
 
         with self._cond:
             hit = best()
-            live = self._last_arrival is not None and self._clock() - self._last_arrival < self.live_s
-            while hit is None and live and not self._closed:
+            newest = self._newest_ns
+            live = newest is not None and abs(stamp_ns - newest) <= self.live_s * 1e9
+            # Depth stamps increase: once one lies beyond the slop, a later one cannot pair.
+            while hit is None and live and not self._closed and not self._passed(stamp_ns):
                 remaining = deadline - self._clock()
                 if remaining <= 0:
                     break
@@ -212,11 +228,13 @@ class DepthPairing(Generic[T]):
                 hit = best()
             return Pairing(None if hit is None else hit[1], live, self._newest_ns)
 
+    def _passed(self, stamp_ns: int) -> bool:
+        return self._newest_ns is not None and self._newest_ns > stamp_ns + self.sync.slop_ns
+
     def reset(self) -> None:
         """Forget every depth image (the stream restarts); ``pair`` may wait again."""
         with self._cond:
             self.sync.clear()
-            self._last_arrival = None
             self._newest_ns = None
             self._closed = False
 
@@ -276,7 +294,27 @@ def frame_3d(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrin
         g, gv = np.full((n, 0, 3), np.nan, np.float32), np.zeros((n, 0), bool)
     else:
         g, gv = keypoints_3d(grasp_keypoints, matched, intrinsics, detections.masks, params)
+        gv &= at_object_depth(g, inst)
+        g[~gv] = np.nan
     return Frame3D(inst, g, gv, matched)
+
+
+def at_object_depth(points: np.ndarray, inst: Instances3D, margin: float = 0.02) -> np.ndarray:
+    """(N, K) bool: which of (N, K, 3) points lie at their instance's depth, i.e. within
+    half its 3D box diagonal plus ``margin`` metres of its centroid's depth.
+
+    Grasp points lie on the silhouette, where stereo sensors lose depth; a keypoint
+    window without a reading on the mask takes the background's, which would put a
+    contact point a metre behind the object. Such points (and every point of an
+    instance without 3D) are not trusted.
+    """
+    pts = np.asarray(points, np.float64)
+    if pts.ndim != 3 or pts.shape[1] == 0:
+        return np.zeros(pts.shape[:2], bool)
+    half = np.linalg.norm(np.asarray(inst.box_sizes, np.float64), axis=1) / 2 + margin
+    with np.errstate(invalid="ignore"):
+        near = np.abs(pts[..., 2] - np.asarray(inst.centroids, np.float64)[:, 2:3]) <= half[:, None]
+    return near & np.asarray(inst.valid, bool)[:, None]
 
 
 def cloud_points(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrinsics,

@@ -7,6 +7,7 @@ backends never do.
 from seg_perception.models.registry import MODEL_BUILDERS, build_model
 from seg_perception.models.centermask import (
     CenterMask,
+    centermask_lite_vovnet19,
     centermask_lite_vovnet19_slim,
     centermask_lite_vovnet19_slim_dw,
     centermask_lite_vovnet19_slim_dw_320,
@@ -30,6 +31,7 @@ __all__ = [
     "yolact_plus_resnet50",
     "yolact_plus_resnet101",
     "CenterMask",
+    "centermask_lite_vovnet19",
     "centermask_lite_vovnet19_slim",
     "centermask_lite_vovnet19_slim_dw",
     "centermask_lite_vovnet19_slim_dw_320",

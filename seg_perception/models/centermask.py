@@ -226,6 +226,12 @@ def centermask_lite_vovnet19_slim_dw_320(num_classes: int = 80, *, input_size: i
     return model
 
 
+def centermask_lite_vovnet19(num_classes: int = 80, *, input_size: int | Sequence[int] = 512,
+                             **kwargs: Any) -> CenterMask:
+    """CenterMask-Lite V-19-eSE (``centermask_lite_V_19_eSE_FPN_ms_4x``, centermask2's main Lite model)."""
+    return _centermask("centermask_lite_vovnet19", "V-19-eSE", num_classes, input_size, _LITE, **kwargs)
+
+
 def centermask_lite_vovnet39(num_classes: int = 80, *, input_size: int | Sequence[int] = 512,
                              **kwargs: Any) -> CenterMask:
     """CenterMask-Lite V-39-eSE (``centermask_lite_V_39_eSE_FPN_ms_4x``)."""
@@ -251,6 +257,7 @@ __all__ = [
     "CenterMask",
     "D2_MEAN_RGB",
     "D2_STD_RGB",
+    "centermask_lite_vovnet19",
     "centermask_lite_vovnet19_slim",
     "centermask_lite_vovnet19_slim_dw",
     "centermask_lite_vovnet19_slim_dw_320",

@@ -23,6 +23,7 @@ torch and handles these static-shape conv nets well; the dynamo exporter needs t
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -143,10 +144,15 @@ def export_image_model(
         warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
         # torchvision's batched_nms scripts a helper while tracing; torch deprecates that.
         warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*deprecated", category=FutureWarning)
+        # Export into memory and write the file once, with the metadata embedded
+        # (a 200 MB CenterMask graph costs seconds per serialisation); protobuf caps an
+        # in-memory model at 2 GB, so bigger ones take the detour through the file.
+        param_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
+        target: io.BytesIO | str = io.BytesIO() if param_bytes < 1_500_000_000 else str(out_path)
         torch.onnx.export(
             module.eval(),
             (example,),
-            str(out_path),
+            target,
             input_names=[INPUT_NAME],
             output_names=output_names,
             opset_version=opset,
@@ -154,7 +160,7 @@ def export_image_model(
             do_constant_folding=True,
             dynamo=False,
         )
-    graph = onnx.load(str(out_path))
+    graph = onnx.load_model_from_string(target.getvalue()) if isinstance(target, io.BytesIO) else onnx.load(target)
     onnx.checker.check_model(graph)
     del graph.metadata_props[:]
     prop = graph.metadata_props.add()

@@ -12,6 +12,7 @@ from typing import Any
 from torch import nn
 
 from seg_perception.models.centermask import (
+    centermask_lite_vovnet19,
     centermask_lite_vovnet19_slim,
     centermask_lite_vovnet19_slim_dw,
     centermask_lite_vovnet19_slim_dw_320,
@@ -33,6 +34,7 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "yolact_plus_resnet50": yolact_plus_resnet50,
     "yolact_plus_resnet101": yolact_plus_resnet101,
     "yolact_plus_base": yolact_plus_resnet101,  # the official config's name
+    "centermask_lite_vovnet19": centermask_lite_vovnet19,
     "centermask_lite_vovnet19_slim": centermask_lite_vovnet19_slim,
     "centermask_lite_vovnet19_slim_dw": centermask_lite_vovnet19_slim_dw,
     "centermask_lite_vovnet19_slim_dw_320": centermask_lite_vovnet19_slim_dw_320,  # small CPU/embedded variant

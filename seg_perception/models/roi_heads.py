@@ -8,8 +8,9 @@ checkpoint names under ``roi_heads``:
   level chosen per box. CenterMask's rule (``ASSIGN_CRITERION = "ratio"``, eq. 2 of the
   paper): ``k = ceil(k_max - log2(A_image / A_box))`` clamped to ``[k_min, k_max]``, with
   the area of the network input and of the box in input pixels, levels P3..P5. So a box
-  covering a quarter of the image or more pools from P5 (stride 32) and smaller boxes
-  go finer, relative to the image rather than to a fixed 224 px (FPN's rule, ``"area"``).
+  larger than half the image pools from P5 (stride 32), one between a quarter and a
+  half from P4, smaller ones from P3: relative to the image rather than to a fixed
+  224 px box (FPN's rule, ``"area"``), so it does not change with the input size.
 - ``mask_head`` (``SpatialAttentionMaskHead``): ``mask_fcn1..n`` 3x3 convs + ReLU,
   ``spatialAtt.conv`` (2 -> 1, 3x3, no bias) on [channel mean, channel max] gating the
   features through a sigmoid, ``deconv`` (2x2/2 transposed conv) + ReLU, ``predictor``

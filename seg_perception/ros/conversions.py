@@ -56,9 +56,9 @@ def mask_from_msg(msg: InstanceMask) -> CroppedMask:
     return CroppedMask(int(msg.x_offset), int(msg.y_offset), decode_mask(msg.encoding, msg.width, msg.height, payload))
 
 
-def _point(xyz: np.ndarray, valid: bool) -> Point:
-    """A Point of finite coordinates; zeros when not valid (messages never carry NaN)."""
-    if not valid or not np.all(np.isfinite(xyz)):
+def _point(xyz: np.ndarray) -> Point:
+    """A Point of finite coordinates; zeros otherwise (messages never carry NaN)."""
+    if not np.all(np.isfinite(xyz)):
         return Point()
     return Point(x=float(xyz[0]), y=float(xyz[1]), z=float(xyz[2]))
 
@@ -70,7 +70,7 @@ def _keypoints_to_msgs(kpts: np.ndarray, positions: np.ndarray | None = None,
     for j, (x, y, s) in enumerate(kpts):
         kp = Keypoint(x=float(x), y=float(y), score=float(s))
         if positions is not None and valid is not None and j < len(valid) and valid[j]:
-            kp.position = _point(positions[j], True)
+            kp.position = _point(positions[j])
             kp.position_valid = bool(np.all(np.isfinite(positions[j])))
         out.append(kp)
     return out
@@ -84,8 +84,8 @@ def _fill_3d(inst: Instance, d3: Instances3D, i: int) -> None:
     inst.has_3d = ok
     if not ok:
         return
-    inst.centroid = _point(d3.centroids[i], True)
-    inst.box_center.position = _point(d3.box_centers[i], True)
+    inst.centroid = _point(d3.centroids[i])
+    inst.box_center.position = _point(d3.box_centers[i])
     qx, qy, qz, qw = (float(v) for v in d3.box_quaternions[i])
     inst.box_center.orientation.x, inst.box_center.orientation.y = qx, qy
     inst.box_center.orientation.z, inst.box_center.orientation.w = qz, qw
@@ -141,7 +141,8 @@ def detections_to_msgs(
             ))
         instances.instances.append(inst)
     if grasp is not None:
-        with_3d = grasp_positions is not None and grasp_valid is not None and grasp_positions.shape[:2] == grasp.shape[:2]
+        with_3d = (grasp_positions is not None and grasp_valid is not None
+                   and grasp_positions.shape[:2] == grasp.shape[:2])
         for i, inst in enumerate(instances.instances):
             poses.poses.append(PoseKeypoints(
                 instance_id=inst.id, instance_index=i, class_id=inst.class_id, score=inst.score,

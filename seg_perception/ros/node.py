@@ -45,6 +45,8 @@ from seg_perception.core.frame_outputs import (DEPTH_PARAMETERS, DepthPairing, F
 from seg_perception.core.grasp import grasp_keypoints
 from seg_perception.core.image import ImageDecodeError
 from seg_perception.core.maps import class_map, instance_map
+from seg_perception.core.postprocess import PostprocessParams
+from seg_perception.core.tracking import TrackerParams
 from seg_perception.core.types import Detections
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
 from seg_perception.pipeline import SegmentationPipeline, load_pipeline, postprocess_params_from
@@ -95,7 +97,8 @@ class SegPerceptionNode(LifecycleNode):
         self._problems.throttle = self.p("log_throttle_period")
 
         self._pipeline: SegmentationPipeline | None = None
-        self._slot: LatestSlot[tuple[Any, float]] = LatestSlot()
+        # (message, monotonic receipt time, depth paired on arrival or None)
+        self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
         self._worker: threading.Thread | None = None
         self._stop = threading.Event()
         self._subs: list = []
@@ -108,7 +111,8 @@ class SegPerceptionNode(LifecycleNode):
         # Depth pairing: the executor thread adds, the worker pairs (and may wait briefly).
         self._depth: DepthPairing[Image] = DepthPairing(self._slop_ns(self.p("depth_sync_slop")))
         self._frames_with_3d = 0
-        self._tracking: TrackingStage | None = None
+        self._tracker: TrackingStage | None = None  # kept while tracking is off (ids never restart)
+        self._tracking: TrackingStage | None = None  # the tracker in use; None: tracking off
         self._depth_params: Depth3DParams = depth3d_params_from(self.param_values())
         self._graph_timer = None
         self._last_stamp_ns: int | None = None
@@ -187,30 +191,35 @@ class SegPerceptionNode(LifecycleNode):
             self._problems.throttle = float(changed["log_throttle_period"])
         return SetParametersResult(successful=True)
 
-    def _postprocess_params(self, values: dict[str, Any]):
+    def _postprocess_params(self, values: dict[str, Any]) -> PostprocessParams:
         """Post-processing keeps candidates down to the tracker's low score when tracking is on."""
         tracker = tracker_params_from(values) if values["tracking_enabled"] else None
         threshold = TrackingStage.detection_threshold(values["score_threshold"], tracker)
         return postprocess_params_from({**values, "score_threshold": threshold})
 
-    def _tracking_stage(self, values: dict[str, Any], params=None) -> TrackingStage | None:
-        """The tracker for these parameters; an existing one is reset with them rather than
-        replaced, so ids keep counting up and an id is never given to a second object."""
-        if not values["tracking_enabled"]:
-            return None
+    def _tracking_stage(self, values: dict[str, Any], params: TrackerParams | None = None) -> TrackingStage | None:
+        """The tracker for these parameters (None with tracking off). One tracker lives as
+        long as the node and is reset with new parameters rather than replaced, so ids
+        keep counting up across parameter changes, tracking off/on and reconfiguration:
+        an id is never given to a second object."""
         params = params or tracker_params_from(values)
-        stage = self._tracking
-        if stage is None:
-            return TrackingStage(params)
-        stage.reconfigure(params)
-        return stage
+        if self._tracker is None:
+            self._tracker = TrackingStage(params)
+        else:
+            self._tracker.reconfigure(params)
+        return self._tracker if values["tracking_enabled"] else None
 
     # ------------------------------------------------------------------ problems
     def _report(self, kind: str, level: int, message: str) -> None:
         line = self._problems.report(kind, level, message)
-        if line is not None:
-            log = self.get_logger()
-            (log.error if level >= ERROR else log.warning)(line)
+        if line is None:
+            return
+        # One call site per severity: rclpy refuses a second severity from the same line
+        # ("Logger severity cannot be changed between calls").
+        if level >= ERROR:
+            self.get_logger().error(line)
+        else:
+            self.get_logger().warning(line)
 
     # ------------------------------------------------------------------ lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -222,7 +231,7 @@ class SegPerceptionNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self._problems.clear("model")
         self._pipeline.params = self._postprocess_params(values)
-        self._tracking = TrackingStage(tracker_params_from(values)) if values["tracking_enabled"] else None
+        self._tracking = self._tracking_stage(values)
         md = self._pipeline.metadata
         self.get_logger().info(
             f"model '{md.name}' ({md.architecture}, {md.input_width}x{md.input_height}, "
@@ -425,8 +434,8 @@ class SegPerceptionNode(LifecycleNode):
         if tracking is not None:
             detections = tracking.update(detections, stamp_ns, (height, width), self.p("score_threshold"))
         grasp = grasp_keypoints(detections.masks).keypoints if self.p("publish_grasp_keypoints") else None
-        intrinsics = self._intrinsics_3d(width, height)
         depth_msg = self._paired_depth(stamp_ns, received, early_depth)
+        intrinsics = self._intrinsics_3d(width, height)  # after the pairing: its camera_info may come with it
         frame3d = self._frame_3d(detections, grasp, depth_msg, intrinsics, (height, width))
         self._publish_outputs(msg.header, rgb, detections, grasp, frame3d, intrinsics, tracking is not None)
         self._processed += 1

@@ -333,7 +333,7 @@ class TensorRTBackend(Backend):
         if not check.stale:
             return recorded
         why = "; ".join(check.reasons)
-        flags = {"fp32": "", "fp16": " --fp16", "int8": " --int8 --calib-images DIR"}[recorded]
+        flags = {"fp16": " --fp16", "int8": " --int8 --calib-images DIR"}.get(recorded, "")
         source = check.onnx_path or self.model_path.with_suffix(".onnx")
         command = f"seg-perception engine {source}{flags} -o {self.model_path}"
         calib = (check.info.get("calibration") or {}) if recorded == "int8" else {}

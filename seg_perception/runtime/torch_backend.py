@@ -122,6 +122,9 @@ class TorchBackend(Backend):
             }
             if md.output_format == "yolact":
                 kwargs["num_prototypes"] = md.num_prototypes
+            if architecture.startswith("yolact_plus"):
+                # Re-scoring (and its 256 px floor) only where the export enabled it.
+                kwargs["mask_rescoring"] = bool(md.maskiou_weights)
         if architecture not in MODEL_BUILDERS:
             raise BackendError(f"{self.model_path}: unknown architecture {architecture!r}")
         try:

@@ -5,8 +5,9 @@ TensorRT version). The engine lands beside the ONNX file (``model.engine``) with
 build record ``model.engine.json`` (``runtime.engine_cache``); the metadata JSON (and
 YOLACT++'s MaskIoU weights) are copied beside it when ``-o`` points elsewhere. A second
 run with the same ONNX file, TensorRT version, GPU and precision reuses the engine
-("up to date"); anything else rebuilds it (``--force`` always rebuilds). The node's
-TensorRT backend checks the same record when it loads the engine.
+("up to date"); anything else rebuilds it (``--force`` always rebuilds, and with
+calibration frames also recalibrates). The node's TensorRT backend checks the same
+record when it loads the engine.
 
 INT8 needs calibration frames: ``--calib-images DIR`` or ``--calib-bag BAG
 [--calib-topic TOPIC]`` (``runtime.calibration``), calibrated with ``--calibrator
@@ -88,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", type=int, default=1024, metavar="MIB",
                         help="builder workspace limit in MiB (default 1024)")
     parser.add_argument("--dla-core", type=int, metavar="N", help="build for Jetson DLA core N (GPU fallback on)")
-    parser.add_argument("--force", action="store_true", help="rebuild even when the engine is up to date")
+    parser.add_argument("--force", action="store_true",
+                        help="rebuild even when the engine is up to date (and recalibrate when frames are given)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
     return parser
 
@@ -181,6 +183,9 @@ def run_plan(plan: EnginePlan) -> Path:
     stream = None
     if plan.precision == "int8":
         assert plan.calib_cache is not None
+        if plan.force and plan.calib_cache.is_file() and (plan.calib_images or plan.calib_bag):
+            _say(f"--force with calibration frames: recalibrating (discarding {plan.calib_cache})")
+            plan.calib_cache.unlink()
         if plan.calib_cache.is_file() and not calibration_cache_matches(
                 plan.calib_cache, onnx_sha, key.tensorrt_version, plan.calibrator):
             if not (plan.calib_images or plan.calib_bag):
