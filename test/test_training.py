@@ -96,19 +96,19 @@ def test_a_short_training_run_lowers_the_loss_and_exports_a_model(tiny_dataset: 
 
     config = TrainConfig(
         train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
-        model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, iterations=16, batch_size=2, lr=3e-3,
-        warmup_iterations=0, checkpoint_every=8, eval_every=1000, log_every=4, workers=0, seed=0,
+        model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, iterations=20, batch_size=2, lr=3e-3,
+        warmup_iterations=0, checkpoint_every=10, eval_every=1000, log_every=4, workers=0, seed=0, threads=1,
         progress=False, export_path=str(tmp_path / "m.onnx"),
     )
     summary = train(config, log=lambda _: None)
     totals = [json.loads(line)["total"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert len(totals) == 4
-    assert totals[-1] < 0.7 * totals[0], totals
+    assert len(totals) == 5
+    assert np.mean(totals[-2:]) < 0.7 * totals[0], totals
     assert (tmp_path / "run" / "checkpoints" / "last.pth").exists()
     assert (tmp_path / "run" / "loss_curve.png").exists()
     md = ModelMetadata.load(tmp_path / "m.json")
     assert md.architecture == "yolact_slim" and md.num_keypoints == 17 and md.class_keypoints["box"] == [0, 1, 2, 3]
-    assert summary["iterations"] == 16
+    assert summary["iterations"] == 20
 
 
 def test_training_resumes_from_the_last_checkpoint(tiny_dataset: Path, tmp_path: Path):
@@ -116,7 +116,7 @@ def test_training_resumes_from_the_last_checkpoint(tiny_dataset: Path, tmp_path:
 
     common = dict(train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
                   model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, batch_size=2, warmup_iterations=0,
-                  checkpoint_every=3, eval_every=1000, log_every=3, workers=0, progress=False)
+                  checkpoint_every=3, eval_every=1000, log_every=3, workers=0, threads=1, progress=False)
     train(TrainConfig(iterations=3, **common), log=lambda _: None)
     messages: list[str] = []
     summary = train(TrainConfig(iterations=6, resume=True, **common), log=messages.append)
