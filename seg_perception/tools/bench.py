@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node-seconds", type=float, default=30.0, help="measured seconds of each node run")
     p.add_argument("--camera-rate", type=float, default=30.0, help="camera rate for node runs (Hz)")
     p.add_argument("--parts", default="backends,node,peers,post", help="comma-separated parts to run")
+    p.add_argument("--models", default="", help="comma-separated subset of: shipped, yolact_resnet50, "
+                   "centermask_resnet50 (default: all available)")
     p.add_argument("--cache", default="build/bench_models", help="where random-weight models are exported")
     p.add_argument("--smoke", action="store_true", help="a few iterations of every part on small models")
     return p
@@ -65,13 +67,14 @@ def _models(args: argparse.Namespace) -> tuple[list, Path]:
             path = write_known_answer_model(cache)
             shipped = BenchModel("known_answer", path, None, ModelMetadata.load(path.with_suffix(".json")))
         return [shipped], shipped.onnx
-    if shipped is not None:
+    wanted = set(args.models.split(",")) if args.models else {"shipped", "yolact_resnet50", "centermask_resnet50"}
+    if shipped is not None and "shipped" in wanted:
         models.append(shipped)
-    models.append(random_weight_model("yolact_resnet50", cache))
-    from seg_perception.models.registry import MODEL_BUILDERS
-
-    if "centermask_resnet50" in MODEL_BUILDERS:
-        models.append(random_weight_model("centermask_resnet50", cache))
+    for architecture in ("yolact_resnet50", "centermask_resnet50"):
+        if architecture in wanted:
+            models.append(random_weight_model(architecture, cache))
+    if not models:
+        raise SystemExit(f"no model to benchmark among {sorted(wanted)}")
     return models, models[0].onnx
 
 
