@@ -146,7 +146,7 @@ def mask_from_message(msg: Any) -> CroppedMask:
 
 
 def detections_from_instance_array(msg: Any) -> Detections:
-    """As ``conversions.detections_from_msg``, for rclpy and rosbags messages alike."""
+    """Core ``Detections`` of a received InstanceArray (rclpy or rosbags); masks are decoded."""
     n = len(msg.instances)
     k = max((len(i.keypoints) for i in msg.instances), default=0)
     boxes = np.zeros((n, 4), np.float32)

@@ -12,9 +12,13 @@ from std_msgs.msg import Header
 from seg_perception.core.depth3d import Instances3D
 from seg_perception.core.grasp import KEYPOINT_SET as GRASP_KEYPOINT_SET
 from seg_perception.core.image import decode_compressed, decode_depth, decode_image
-from seg_perception.core.masks import COCO_RLE, MONO8, decode_mask, encode_coco_rle, encode_mono8
+from seg_perception.core.masks import COCO_RLE, MONO8, encode_coco_rle, encode_mono8
 from seg_perception.core.metadata import ModelMetadata
 from seg_perception.core.types import CroppedMask, Detections
+# Readers of received messages work on rclpy and rosbags messages alike; one copy lives
+# with the regression tool, which needs them without rclpy.
+from seg_perception.regression.messages import detections_from_instance_array as detections_from_msg  # noqa: F401
+from seg_perception.regression.messages import mask_from_message as mask_from_msg  # noqa: F401
 from seg_perception.msg import (
     Instance, InstanceArray, InstanceMask, Keypoint, ModelInfo, PoseKeypoints, PoseKeypointsArray,
 )
@@ -48,12 +52,6 @@ def mask_to_msg(mask: CroppedMask, encoding: str) -> InstanceMask:
     else:
         raise ValueError(f"unknown mask encoding '{encoding}'")
     return out
-
-
-def mask_from_msg(msg: InstanceMask) -> CroppedMask:
-    """Decode an InstanceMask; MaskDecodeError when its fields disagree."""
-    payload = np.frombuffer(msg.counts, dtype=np.uint32) if msg.encoding == COCO_RLE else msg.data
-    return CroppedMask(int(msg.x_offset), int(msg.y_offset), decode_mask(msg.encoding, msg.width, msg.height, payload))
 
 
 def _point(xyz: np.ndarray) -> Point:
@@ -151,27 +149,6 @@ def detections_to_msgs(
                                              grasp_valid[i] if with_3d else None),
             ))
     return instances, poses
-
-
-def detections_from_msg(msg: InstanceArray) -> Detections:
-    """Back to core types (for regression tools and tests); masks are decoded."""
-    n = len(msg.instances)
-    k = max((len(i.keypoints) for i in msg.instances), default=0)
-    boxes = np.zeros((n, 4), np.float32)
-    kpts = np.zeros((n, k, 3), np.float32)
-    for i, inst in enumerate(msg.instances):
-        b = inst.bbox
-        boxes[i] = (b.center_x - b.size_x / 2, b.center_y - b.size_y / 2, b.center_x + b.size_x / 2, b.center_y + b.size_y / 2)
-        for j, kp in enumerate(inst.keypoints):
-            kpts[i, j] = (kp.x, kp.y, kp.score)
-    return Detections(
-        boxes=boxes,
-        scores=np.array([i.score for i in msg.instances], np.float32),
-        class_ids=np.array([i.class_id for i in msg.instances], np.int32),
-        masks=[mask_from_msg(i.mask) for i in msg.instances],
-        keypoints=kpts,
-        track_ids=np.array([i.id for i in msg.instances], np.uint32),
-    )
 
 
 def model_info_msg(metadata: ModelMetadata, backend: str, device: str, precision: str, model_path: str) -> ModelInfo:
