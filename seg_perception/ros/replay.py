@@ -117,6 +117,7 @@ class CameraAndConsumer:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(ModelInfo, "model_info", self._on("model_info"), latched)
+        self._outputs = ["instances", "keypoints"] + (["debug/image"] if subscribe_debug_image else [])
         if subscribe_debug_image:
             self.node.create_subscription(Image, "debug/image", self._on("debug_images"), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
@@ -146,8 +147,10 @@ class CameraAndConsumer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.wait_for(lambda r: bool(r.model_info), 0.2):
-                # The image subscription is created right after model_info; let discovery match it.
+                # The image subscription is created right after model_info; let discovery match it,
+                # and the node's output publishers ours (it renders debug/image only when subscribed).
                 self.wait_for_subscriber(timeout=10.0)
+                self._wait_for_output_publishers(timeout=10.0)
                 return self.received.model_info[-1]
             if process is not None and not process.alive():
                 raise RuntimeError(f"the node exited with code {process.proc.returncode}:\n{process.log_tail()}")
@@ -158,6 +161,14 @@ class CameraAndConsumer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.image_pub.get_subscription_count() > 0:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def _wait_for_output_publishers(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(self.node.count_publishers(topic) > 0 for topic in self._outputs):
                 return True
             time.sleep(0.02)
         return False

@@ -76,6 +76,7 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
         has_depth = any(c.depth for c in companions)
         print(f"node active: model '{info.model_name}' ({info.architecture}) on {info.backend}; "
               f"{len(frames)} frames from {frames[0].topic}{' with depth' if has_depth else ''}")
+        overlays_on = True
         with OutputBag(out / "outputs") as out_bag:
             for frame, extra in zip(frames, companions):
                 msg = deserialize_message(frame.raw, CompressedImage if compressed else Image)
@@ -94,18 +95,25 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
                 stamp_ns = instances.header.stamp.sec * 1_000_000_000 + instances.header.stamp.nanosec
                 out_bag.write("/seg_perception/instances", "seg_perception/msg/InstanceArray", stamp_ns,
                               serialize_message(instances))
-                # Keypoints travel on their own topic: wait briefly for the same stamp.
-                same = lambda r: any(k.header.stamp == instances.header.stamp for k in r.keypoints)  # noqa: E731
+                # Keypoints and the overlay travel on their own topics: wait for the same stamp.
+                stamp = instances.header.stamp
+                same = lambda r: any(k.header.stamp == stamp for k in r.keypoints)  # noqa: E731
                 if player.wait_for(same, 5.0 if info.keypoint_names else 1.0):
-                    kp = next(k for k in reversed(player.received.keypoints) if k.header.stamp == instances.header.stamp)
+                    kp = next(k for k in reversed(player.received.keypoints) if k.header.stamp == stamp)
                     out_bag.write("/seg_perception/keypoints", "seg_perception/msg/PoseKeypointsArray", stamp_ns,
                                   serialize_message(kp))
+                if overlays_on and player.wait_for(lambda r: any(d.header.stamp == stamp for d in r.debug_images),
+                                                   args.timeout):
+                    img = next(d for d in reversed(player.received.debug_images) if d.header.stamp == stamp)
+                    rgb = decode_image(img.encoding, img.width, img.height, img.step, img.data)
+                    cv2.imwrite(str(out / "overlays" / f"frame_{frame.index:04d}.png"),
+                                cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+                    result.overlays += 1
+                elif overlays_on:  # publish_debug_image off in the params file, or the node is overloaded
+                    print(f"  frame {frame.index}: no debug/image overlay within {args.timeout:.0f} s; "
+                          "not waiting for overlays any more")
+                    overlays_on = False
                 print(f"  frame {frame.index}: {describe(instances)}, {result.latencies[-1] * 1e3:.0f} ms")
-            player.wait_for(lambda r: len(r.debug_images) >= len(result.latencies), 5.0)
-        for i, img in enumerate(player.received.debug_images):
-            rgb = decode_image(img.encoding, img.width, img.height, img.step, img.data)
-            cv2.imwrite(str(out / "overlays" / f"frame_{i:04d}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-        result.overlays = len(player.received.debug_images)
     finally:
         player.close()
         node.stop()
