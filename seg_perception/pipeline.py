@@ -9,7 +9,6 @@ YOLACT/YOLACT++ (with MaskIoU re-scoring when the metadata names its weights),
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,19 +28,6 @@ from seg_perception.runtime.base import Backend
 DEFAULT_MODEL_NAME = "seg_perception_default.onnx"
 
 
-@dataclass
-class StageTimes:
-    """Seconds spent in each stage for the last frame."""
-
-    preprocess: float = 0.0
-    inference: float = 0.0
-    postprocess: float = 0.0
-
-    @property
-    def total(self) -> float:
-        return self.preprocess + self.inference + self.postprocess
-
-
 def postprocess_params_from(values: Mapping[str, Any]) -> PostprocessParams:
     """Pick the post-processing tunables out of a node/tool parameter dict."""
     return PostprocessParams(
@@ -58,7 +44,6 @@ def postprocess_params_from(values: Mapping[str, Any]) -> PostprocessParams:
 class SegmentationPipeline:
     backend: Backend
     params: PostprocessParams = field(default_factory=PostprocessParams)
-    last_times: StageTimes = field(default_factory=StageTimes)
 
     def __post_init__(self) -> None:
         md = self.metadata
@@ -86,31 +71,36 @@ class SegmentationPipeline:
 
     def __call__(self, rgb: np.ndarray) -> Detections:
         """Instances in ``rgb`` ((H, W, 3) uint8), in its own pixel frame."""
+        return self.decode(self.forward(rgb), rgb.shape[:2])
+
+    def forward(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """Pre-processing and the network: the raw outputs for ``decode``.
+
+        Split from ``decode`` so the node can run a frame's network while the previous
+        frame is post-processed and published (the backend releases the GIL).
+        """
         md = self.metadata
-        t0 = time.perf_counter()
-        batch = resize_for_network(rgb, md.input_width, md.input_height)
-        t1 = time.perf_counter()
-        raw = self.backend.infer(batch)
-        t2 = time.perf_counter()
+        return self.backend.infer(resize_for_network(rgb, md.input_width, md.input_height))
+
+    def decode(self, raw: Mapping[str, np.ndarray], image_size: tuple[int, int]) -> Detections:
+        """``forward``'s outputs -> instances in an image of ``image_size`` (height, width)."""
+        md = self.metadata
+        height, width = image_size
         if md.output_format == "roi":
             heatmaps = raw.get("keypoint_heatmaps")
-            detections = postprocess_roi(
+            return postprocess_roi(
                 raw["boxes"][0], raw["scores"][0], raw["classes"][0], raw["masks"][0],
-                image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
+                image_width=width, image_height=height, params=self.params,
                 keypoint_heatmaps=None if heatmaps is None else heatmaps[0],
                 network_size=(md.input_width, md.input_height), keypoint_table=self._keypoint_table,
             )
-        else:
-            kpts = raw.get("keypoints")
-            detections = postprocess_yolact(
-                raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
-                image_width=rgb.shape[1], image_height=rgb.shape[0], params=self.params,
-                keypoints=None if kpts is None else kpts[0], keypoint_table=self._keypoint_table,
-                mask_rescorer=self._mask_rescorer,
-            )
-        t3 = time.perf_counter()
-        self.last_times = StageTimes(t1 - t0, t2 - t1, t3 - t2)
-        return detections
+        kpts = raw.get("keypoints")
+        return postprocess_yolact(
+            raw["boxes"][0], raw["scores"][0], raw["mask_coeffs"][0], raw["protos"][0],
+            image_width=width, image_height=height, params=self.params,
+            keypoints=None if kpts is None else kpts[0], keypoint_table=self._keypoint_table,
+            mask_rescorer=self._mask_rescorer,
+        )
 
     def close(self) -> None:
         self.backend.close()

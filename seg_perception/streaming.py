@@ -56,6 +56,44 @@ class LatestSlot(Generic[T]):
             self._closed = False
 
 
+class HandOff(Generic[T]):
+    """A one-item queue between two pipeline stages: ``put`` waits while it is full.
+
+    Unlike ``LatestSlot`` nothing handed over is replaced (a computed result is never
+    thrown away), and the producer is never more than one item ahead of the consumer.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: T | None = None
+        self._closed = False
+
+    def put(self, item: T) -> bool:
+        """Hand ``item`` over once the previous one is taken; False if closed meanwhile."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is None or self._closed)
+            if self._closed:
+                return False
+            self._item = item
+            self._cond.notify_all()
+            return True
+
+    def take(self, timeout: float | None = None) -> T | None:
+        """The waiting item, or None on timeout or after ``close``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
+                return None
+            item, self._item = self._item, None
+            self._cond.notify_all()
+            return item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._item = None
+            self._cond.notify_all()
+
+
 class RollingStats:
     """Event rate and value percentiles over a sliding time window (seconds)."""
 

@@ -75,6 +75,7 @@ def camera_main(argv: list[str] | None = None) -> int:
 def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, threads: int, workdir: Path,
                warmup_s: float = 3.0) -> dict[str, Any]:
     """Run the three processes; return throughput, latency, drops, CPU, RSS and message sizes."""
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.serialization import serialize_message
 
     from seg_perception.ros.launch_args import node_launch_spec
@@ -87,6 +88,14 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
     spec.overrides["threads"] = threads
     node = NodeProcess(spec, workdir / "bench_node.log")
     consumer = CameraAndConsumer(namespace="bench", image_topic="/bench/unused", node_name="bench_consumer")
+    node_diagnostics: dict[str, str] = {}
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith("/bench/"):
+                node_diagnostics.update({kv.key: kv.value for kv in status.values})
+
+    consumer.node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     camera = None
     try:
         info = consumer.wait_for_node(node, timeout=120)
@@ -99,6 +108,9 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         cpu0, t0 = _cpu_seconds(node.proc.pid), time.monotonic()
         time.sleep(duration_s)
         cpu1, t1 = _cpu_seconds(node.proc.pid), time.monotonic()
+        # The node's own view (receipt of the image to publication), from its diagnostics.
+        node_view = {key: float(node_diagnostics.get(key, "nan"))
+                     for key in ("input_rate_hz", "latency_p50_ms", "latency_p95_ms")}
         with consumer._cond:
             msgs = list(consumer.received.instances)
             arrivals = list(consumer.received.arrival_ns.get("instances", []))
@@ -118,6 +130,9 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         "model": info.model_name, "backend": info.backend, "threads": threads,
         "camera_rate_hz": rate_hz, "duration_s": round(t1 - t0, 2),
         "published_total": published,
+        "node_input_rate_hz": round(node_view["input_rate_hz"], 2),
+        "node_internal_latency_p50_ms": round(node_view["latency_p50_ms"], 2),
+        "node_internal_latency_p95_ms": round(node_view["latency_p95_ms"], 2),
         "processed": len(msgs),
         "throughput_hz": round(len(msgs) / (t1 - t0), 3),
         "dropped_fraction": round(1.0 - len(msgs) / max(1.0, rate_hz * (t1 - t0)), 3),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,6 +46,7 @@ from seg_perception.core.frame_outputs import (DEPTH_PARAMETERS, DepthPairing, F
 from seg_perception.core.grasp import grasp_keypoints
 from seg_perception.core.image import ImageDecodeError
 from seg_perception.core.maps import class_map, instance_map
+from seg_perception.core.metadata import ModelMetadata
 from seg_perception.core.postprocess import PostprocessParams
 from seg_perception.core.tracking import TrackerParams
 from seg_perception.core.types import Detections
@@ -53,7 +55,7 @@ from seg_perception.pipeline import SegmentationPipeline, load_pipeline, postpro
 from seg_perception.ros import conversions, qos
 from seg_perception.ros.diagnostics import ERROR, OK, WARN, ProblemBook, build_status, diagnostic_array
 from seg_perception.ros.visualization import detections_to_markers, intrinsics_or_guess
-from seg_perception.streaming import LatestSlot, RollingStats
+from seg_perception.streaming import HandOff, LatestSlot, RollingStats
 
 NODE_NAME = "seg_perception_node"
 # Parameters whose change takes effect on the next frame (the rest need reconfigure).
@@ -72,6 +74,10 @@ def _camera_info_problem(msg: CameraInfo) -> str | None:
     return None
 
 
+def _info_size(info: CameraInfo | None) -> str:
+    return "none" if info is None else f"{info.width}x{info.height}"
+
+
 def _descriptor(spec: param_specs.ParamSpec) -> ParameterDescriptor:
     desc = spec.description
     if spec.choices:
@@ -87,6 +93,18 @@ def _descriptor(spec: param_specs.ParamSpec) -> ParameterDescriptor:
     return d
 
 
+@dataclass
+class _InferredFrame:
+    """A frame between the two worker threads: the network has run, nothing is published yet."""
+
+    header: Any
+    rgb: np.ndarray
+    pipeline: SegmentationPipeline  # the one that ran it (a reconfigure may swap the node's)
+    raw: dict[str, np.ndarray]
+    received: float
+    early_depth: tuple[int, Image] | None
+
+
 class SegPerceptionNode(LifecycleNode):
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -99,7 +117,8 @@ class SegPerceptionNode(LifecycleNode):
         self._pipeline: SegmentationPipeline | None = None
         # (message, monotonic receipt time, depth paired on arrival or None)
         self._slot: LatestSlot[tuple[Any, float, Any]] = LatestSlot()
-        self._worker: threading.Thread | None = None
+        self._handoff: HandOff[_InferredFrame] = HandOff()
+        self._workers: list[threading.Thread] = []
         self._stop = threading.Event()
         self._subs: list = []
         self._pubs: dict[str, Any] = {}
@@ -262,9 +281,11 @@ class SegPerceptionNode(LifecycleNode):
         self._create_input_subscriptions()
         self._graph_timer = self.create_timer(1.0, self._check_input_qos)
         self._stop.clear()
-        self._slot = LatestSlot()
-        self._worker = threading.Thread(target=self._worker_loop, name="seg_perception_inference", daemon=True)
-        self._worker.start()
+        self._slot, self._handoff = LatestSlot(), HandOff()
+        self._workers = [threading.Thread(target=self._inference_loop, name="seg_perception_inference", daemon=True),
+                         threading.Thread(target=self._output_loop, name="seg_perception_outputs", daemon=True)]
+        for worker in self._workers:
+            worker.start()
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -300,10 +321,11 @@ class SegPerceptionNode(LifecycleNode):
     def _stop_worker(self) -> None:
         self._stop.set()
         self._slot.close()
+        self._handoff.close()
         self._depth.close()  # wakes a worker waiting for depth
-        if self._worker is not None:
-            self._worker.join(timeout=5.0)
-            self._worker = None
+        for worker in self._workers:
+            worker.join(timeout=5.0)
+        self._workers = []
 
     # ------------------------------------------------------------------ input
     def _image_topic(self) -> tuple[type, str]:
@@ -407,41 +429,62 @@ class SegPerceptionNode(LifecycleNode):
         self._depth.add(stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec), msg)
 
     # ------------------------------------------------------------------ processing
-    def _worker_loop(self) -> None:
+    # Two threads: "inference" decodes a frame and runs the network, "outputs" post-processes,
+    # tracks, adds 3D and publishes it. The network of one frame overlaps the outputs of the
+    # previous one; the one-item hand-off between them keeps frames in order.
+    def _inference_loop(self) -> None:
         while not self._stop.is_set():
             item = self._slot.take(timeout=0.2)
             if item is None:
                 continue
             try:
-                self._process(*item)
+                frame = self._infer(*item)
+            except Exception as exc:  # never let one frame kill the node
+                self._report("inference", ERROR, f"frame failed: {type(exc).__name__}: {exc}")
+                continue
+            if frame is not None:
+                self._handoff.put(frame)
+
+    def _output_loop(self) -> None:
+        while not self._stop.is_set():
+            frame = self._handoff.take(timeout=0.2)
+            if frame is None:
+                continue
+            try:
+                self._finish(frame)
             except Exception as exc:  # never let one frame kill the node
                 self._report("inference", ERROR, f"frame failed: {type(exc).__name__}: {exc}")
 
-    def _process(self, msg: Image | CompressedImage, received: float, early_depth: tuple[int, Image] | None) -> None:
+    def _infer(self, msg: Image | CompressedImage, received: float,
+               early_depth: tuple[int, Image] | None) -> _InferredFrame | None:
         pipeline = self._pipeline
         if pipeline is None:
-            return
+            return None
         self._check_header(msg)
         try:
             rgb = conversions.image_to_rgb(msg, self.p("max_image_pixels"))
         except ImageDecodeError as exc:
             self._report("input", WARN, f"dropped a frame on {self.resolve_topic_name(self._image_topic()[1])}: {exc}")
-            return
+            return None
+        return _InferredFrame(msg.header, rgb, pipeline, pipeline.forward(rgb), received, early_depth)
+
+    def _finish(self, frame: _InferredFrame) -> None:
+        rgb = frame.rgb
         height, width = rgb.shape[:2]
-        stamp_ns = stamp_to_ns(msg.header.stamp.sec, msg.header.stamp.nanosec)
-        detections = pipeline(rgb)
+        stamp_ns = stamp_to_ns(frame.header.stamp.sec, frame.header.stamp.nanosec)
+        detections = frame.pipeline.decode(frame.raw, (height, width))
         tracking = self._tracking
         if tracking is not None:
             detections = tracking.update(detections, stamp_ns, (height, width), self.p("score_threshold"))
         grasp = grasp_keypoints(detections.masks).keypoints if self.p("publish_grasp_keypoints") else None
-        depth_msg = self._paired_depth(stamp_ns, received, early_depth)
+        depth_msg = self._paired_depth(stamp_ns, frame.received, frame.early_depth)
         intrinsics = self._intrinsics_3d(width, height)  # after the pairing: its camera_info may come with it
         frame3d = self._frame_3d(detections, grasp, depth_msg, intrinsics, (height, width))
-        self._publish_outputs(msg.header, rgb, detections, grasp, frame3d, intrinsics, tracking is not None)
+        self._publish_outputs(frame.pipeline.metadata, frame.header, rgb, detections, grasp, frame3d, intrinsics, tracking is not None)
         self._processed += 1
         self._frames_with_3d += frame3d is not None
         self._output_stats.add()
-        self._latency.add(time.monotonic() - received)
+        self._latency.add(time.monotonic() - frame.received)
         self._problems.clear("inference")
 
     def _paired_depth(self, stamp_ns: int, received: float, early: tuple[int, Image] | None) -> Image | None:
@@ -485,11 +528,11 @@ class SegPerceptionNode(LifecycleNode):
                          "publishing without 3D")
             return None
 
-    def _publish_outputs(self, header: Any, rgb: np.ndarray, detections: Detections, grasp: np.ndarray | None,
-                         frame3d: Frame3D | None, intrinsics: CameraIntrinsics | None, tracking: bool) -> None:
+    def _publish_outputs(self, md: ModelMetadata, header: Any, rgb: np.ndarray, detections: Detections,
+                         grasp: np.ndarray | None, frame3d: Frame3D | None, intrinsics: CameraIntrinsics | None,
+                         tracking: bool) -> None:
         """Every output of one frame; the optional ones only while enabled and subscribed."""
         pubs = self._pubs
-        md = self._pipeline.metadata
         height, width = rgb.shape[:2]
         d3 = frame3d.instances if frame3d is not None else None
         instances, keypoints = conversions.detections_to_msgs(
@@ -562,7 +605,7 @@ class SegPerceptionNode(LifecycleNode):
     # ------------------------------------------------------------------ diagnostics
     def _publish_diagnostics(self) -> None:
         pipeline = self._pipeline
-        state = "active" if self._worker is not None else ("configured" if pipeline else "unconfigured")
+        state = "active" if self._workers else ("configured" if pipeline else "unconfigured")
         values = {
             "state": state,
             "input_rate_hz": f"{self._input_stats.rate():.2f}",
@@ -574,6 +617,9 @@ class SegPerceptionNode(LifecycleNode):
             "frames_dropped": str(self._slot.dropped),
             "problems_total": str(self._problems.total),
             "depth_received": str(self._depth.received),
+            # Which intrinsics 3D can use: the newest usable camera_info of each stream, or "none".
+            "camera_info": _info_size(self._camera_info),
+            "depth_camera_info": _info_size(self._depth_camera_info),
             "frames_with_3d": str(self._frames_with_3d),
             "tracking": "on" if self._tracking is not None else "off",
             "tracks_active": str(self._tracking.num_tracks if self._tracking is not None else 0),
@@ -583,7 +629,7 @@ class SegPerceptionNode(LifecycleNode):
             values.update({"backend": pipeline.backend.name, "precision": pipeline.backend.precision,
                            "model": md.name, "architecture": md.architecture,
                            "input_reliability": qos.reliability_name(self._input_reliability) if self._input_reliability is not None else "-"})
-        base = (OK, "running") if self._worker is not None else (OK, state)
+        base = (OK, "running") if self._workers else (OK, state)
         status = build_status(f"{self.get_fully_qualified_name()}: segmentation", "seg_perception", self._problems.active(),
                               values, *base)
         self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), [status]))

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [{**r, "p50_ms": r["latency"].get("p50_ms"), "p95_ms": r["latency"].get("p95_ms"),
                  "p99_ms": r["latency"].get("p99_ms")} for r in report["node"]]
         _print_table("node end to end (camera process -> node -> consumer process)", rows,
-                     ["model_key", "camera_rate_hz", "throughput_hz", "dropped_fraction", "p50_ms", "p95_ms", "p99_ms",
+                     ["model_key", "camera_rate_hz", "node_input_rate_hz", "throughput_hz", "dropped_fraction", "p50_ms",
+                      "p95_ms", "p99_ms", "node_internal_latency_p50_ms", "node_internal_latency_p95_ms",
                       "node_cpu_percent", "node_peak_rss_mb", "bytes_per_instances_msg",
                       "size_ratio_vs_full_frame_mono8"])
     if "peers" in parts:
