@@ -99,6 +99,20 @@ def test_labels_read_name_and_score_and_the_track_id_when_set():
     assert instance_label(1, 0.8712, ["cup", "bottle"]) == "bottle 0.87"
     assert instance_label(1, 0.8712, ["cup", "bottle"], track_id=12) == "#12 bottle 0.87"
     assert instance_label(5, 0.5, ["cup"]) == "class 5 0.50"
+    assert instance_label(1, 0.8712, ["cup", "bottle"], track_id=3, range_m=0.984) == "#3 bottle 0.87 0.98 m"
+    assert instance_label(1, 0.8712, ["cup", "bottle"], range_m=float("nan")) == "bottle 0.87"
+
+
+def test_a_range_lengthens_only_the_label_of_the_instance_that_has_one():
+    img = _background()
+    det = _detections()
+    plain = draw_overlay(img, det, ["cup", "bottle"])
+    ranged = draw_overlay(img, det, ["cup", "bottle"], ranges=[float("nan"), 1.25])
+    changed = _changed(ranged, plain)
+    assert changed.any()
+    ys, xs = np.nonzero(changed)
+    x0, y0 = det.boxes[1, :2].astype(int)
+    assert (np.abs(ys - y0) < 25).all() and (xs > x0).all()  # beside the second box's label only
 
 
 def test_labels_are_drawn_next_to_the_top_left_corner_of_their_box():

@@ -30,7 +30,8 @@ def test_demo_writes_a_readable_output_bag_and_one_overlay_per_frame(tmp_path, h
 
     with AnyReader([out / "outputs"], default_typestore=typestore()) as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
-        assert counts == {"/seg_perception/instances": 5, "/seg_perception/keypoints": 5}
+        assert counts == {"/seg_perception/instances": 5, "/seg_perception/keypoints": 5,
+                          "/seg_perception/debug/markers": 5}
         for conn, _, raw in reader.messages():
             msg = reader.deserialize(raw, conn.msgtype)
             for inst in getattr(msg, "instances", []):

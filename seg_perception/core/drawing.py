@@ -29,10 +29,13 @@ def color_for(index: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
-def instance_label(class_id: int, score: float, class_names: Sequence[str], track_id: int = 0) -> str:
-    """``"name 0.87"``, or ``"#12 name 0.87"`` when a track id is set."""
+def instance_label(class_id: int, score: float, class_names: Sequence[str], track_id: int = 0,
+                   range_m: float = float("nan")) -> str:
+    """``"name 0.87"``; ``"#12 name 0.87"`` when a track id is set; ``"... 0.98 m"`` with a range."""
     name = class_names[class_id] if 0 <= class_id < len(class_names) else f"class {class_id}"
     text = f"{name} {score:.2f}"
+    if np.isfinite(range_m):
+        text = f"{text} {range_m:.2f} m"
     return f"#{track_id} {text}" if track_id else text
 
 
@@ -52,6 +55,7 @@ def draw_overlay(
     label_keypoints: bool = False,
     box_thickness: int = 2,
     font_scale: float = 0.5,
+    ranges: Sequence[float] | None = None,
 ) -> np.ndarray:
     """A new ``(H, W, 3)`` uint8 RGB image with ``detections`` drawn over ``rgb``.
 
@@ -61,7 +65,8 @@ def draw_overlay(
     ``"#id"`` when tracked) are drawn in the instance colour; keypoints whose score
     exceeds ``keypoint_threshold`` get a dot, and ``skeleton`` edges (index pairs
     into the keypoints) a line when both ends qualify. ``keypoint_names`` label the
-    dots when ``label_keypoints``. ``rgb`` is never modified.
+    dots when ``label_keypoints``. ``ranges`` (metres per instance, NaN for none) append
+    the distance of instances with 3D to their labels. ``rgb`` is never modified.
     """
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise ValueError(f"expected (H, W, 3) uint8 RGB, got shape {rgb.shape} dtype {rgb.dtype}")
@@ -85,7 +90,8 @@ def draw_overlay(
             cv2.rectangle(out, (x0, y0), (x1, y1), color, box_thickness, cv2.LINE_8)
         if draw_labels:
             text = instance_label(
-                int(detections.class_ids[i]), float(detections.scores[i]), class_names, int(detections.track_ids[i])
+                int(detections.class_ids[i]), float(detections.scores[i]), class_names, int(detections.track_ids[i]),
+                float(ranges[i]) if ranges is not None else float("nan"),
             )
             _draw_label(out, text, x0, y0, color, font_scale)
 

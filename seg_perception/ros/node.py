@@ -544,7 +544,8 @@ class SegPerceptionNode(LifecycleNode):
             pubs["keypoints"].publish(keypoints)
         if self.p("publish_debug_image") and pubs["debug_image"].get_subscription_count() > 0:
             overlay = draw_overlay(rgb, detections, md.class_names, md.keypoint_names, md.skeleton,
-                                   keypoint_threshold=self.p("keypoint_score_threshold"))
+                                   keypoint_threshold=self.p("keypoint_score_threshold"),
+                                   ranges=np.linalg.norm(d3.centroids, axis=1) if d3 is not None else None)
             pubs["debug_image"].publish(conversions.rgb_to_image_msg(overlay, header))
         if self.p("publish_markers") and pubs["markers"].get_subscription_count() > 0:
             k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy) if intrinsics is not None \

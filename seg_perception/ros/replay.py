@@ -26,6 +26,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.subscription import Subscription
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from visualization_msgs.msg import MarkerArray
 
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
 from seg_perception.ros.launch_args import NodeLaunchSpec
@@ -75,6 +76,7 @@ class Received:
     instances: list[InstanceArray] = field(default_factory=list)
     keypoints: list[PoseKeypointsArray] = field(default_factory=list)
     debug_images: list[Image] = field(default_factory=list)
+    markers: list[MarkerArray] = field(default_factory=list)
     model_info: list[ModelInfo] = field(default_factory=list)
     # Wall-clock receipt time (ns) of each message, per list above, in the same order.
     arrival_ns: dict[str, list[int]] = field(default_factory=dict)
@@ -98,7 +100,7 @@ class CameraAndConsumer:
     def __init__(self, namespace: str = "", image_topic: str = "image", camera_info_topic: str = "camera_info",
                  compressed: bool = False,
                  camera_reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE,
-                 subscribe_debug_image: bool = False, node_name: str = "seg_perception_player",
+                 subscribe_debug_image: bool = False, subscribe_markers: bool = False, node_name: str = "seg_perception_player",
                  clock_topic: str | None = None) -> None:
         """``clock_topic``: also publish ``rosgraph_msgs/Clock`` there (``publish_clock``),
         for a node started with ``use_sim_time``; None publishes no clock."""
@@ -117,9 +119,13 @@ class CameraAndConsumer:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(ModelInfo, "model_info", self._on("model_info"), latched)
-        self._outputs = ["instances", "keypoints"] + (["debug/image"] if subscribe_debug_image else [])
+        self._outputs = ["instances", "keypoints"]
         if subscribe_debug_image:
+            self._outputs.append("debug/image")
             self.node.create_subscription(Image, "debug/image", self._on("debug_images"), 10)
+        if subscribe_markers:
+            self._outputs.append("debug/markers")
+            self.node.create_subscription(MarkerArray, "debug/markers", self._on("markers"), 10)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._spin = threading.Thread(target=self.executor.spin, daemon=True)

@@ -3,8 +3,9 @@
 For each recording: starts ``seg_perception_node`` in its own process as
 ``ros2 launch`` would, plays the recording's colour frames (with its depth image
 and camera infos, when recorded) into it over DDS one frame at a time, so none
-is dropped, records ``instances``/``keypoints`` into an MCAP bag and saves the
-``debug/image`` overlays as PNG files.
+is dropped, records ``instances``, ``keypoints`` and ``debug/markers`` (boxes, 3D
+boxes and centroids, for RViz or Foxglove) into an MCAP bag and saves the
+``debug/image`` overlays (masks, track ids, ranges) as PNG files.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ class DemoResult:
     latencies: list[float] = field(default_factory=list)
     missing: int = 0
     overlays: int = 0
+    markers: int = 0
+    with_3d: int = 0  # instances with 3D
+    track_ids: set[int] = field(default_factory=set)
 
 
 def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoResult:
@@ -67,7 +71,7 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
     compressed = frames[0].msgtype.endswith("CompressedImage")
     node = NodeProcess(spec, out / "node.log")
     player = CameraAndConsumer(image_topic=f"{NS}/image", camera_info_topic=f"{NS}/camera_info",
-                               compressed=compressed, subscribe_debug_image=True)
+                               compressed=compressed, subscribe_debug_image=True, subscribe_markers=True)
     depth_pub = player.node.create_publisher(Image, f"{NS}/depth", 5)
     depth_info_pub = player.node.create_publisher(CameraInfo, f"{NS}/depth/camera_info", 5)
     result = DemoResult(frames=len(frames))
@@ -76,7 +80,7 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
         has_depth = any(c.depth for c in companions)
         print(f"node active: model '{info.model_name}' ({info.architecture}) on {info.backend}; "
               f"{len(frames)} frames from {frames[0].topic}{' with depth' if has_depth else ''}")
-        overlays_on = True
+        overlays_on = markers_on = True
         with OutputBag(out / "outputs") as out_bag:
             for frame, extra in zip(frames, companions):
                 msg = deserialize_message(frame.raw, CompressedImage if compressed else Image)
@@ -113,11 +117,25 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
                     print(f"  frame {frame.index}: no debug/image overlay within {args.timeout:.0f} s; "
                           "not waiting for overlays any more")
                     overlays_on = False
+                if markers_on and player.wait_for(lambda r: any(_marker_stamp(m) == stamp for m in r.markers), 5.0):
+                    markers = next(m for m in reversed(player.received.markers) if _marker_stamp(m) == stamp)
+                    out_bag.write("/seg_perception/debug/markers", "visualization_msgs/msg/MarkerArray", stamp_ns,
+                                  serialize_message(markers))
+                    result.markers += 1
+                elif markers_on:  # publish_markers off in the params file
+                    print(f"  frame {frame.index}: no debug/markers within 5 s; not waiting for markers any more")
+                    markers_on = False
+                result.with_3d += sum(inst.has_3d for inst in instances.instances)
+                result.track_ids.update(inst.id for inst in instances.instances if inst.id)
                 print(f"  frame {frame.index}: {describe(instances)}, {result.latencies[-1] * 1e3:.0f} ms")
     finally:
         player.close()
         node.stop()
     return result
+
+
+def _marker_stamp(msg):
+    return msg.markers[0].header.stamp if msg.markers else None
 
 
 def describe(msg) -> str:
@@ -163,7 +181,9 @@ def main(argv: list[str] | None = None) -> int:
                   "(publish to result, over DDS between two processes)")
         else:
             print("no frame processed")
-        print(f"output bag: {bag_out / 'outputs'} (instances, keypoints; read it with rosbags)")
+        print(f"tracking:   {len(r.track_ids)} track ids; {r.with_3d} instances with 3D")
+        print(f"output bag: {bag_out / 'outputs'} (instances, keypoints, {r.markers} marker arrays; "
+              "read it with rosbags, view the markers in RViz or Foxglove)")
         print(f"overlays:   {bag_out / 'overlays'} ({r.overlays} PNG files)")
         print(f"node log:   {bag_out / 'node.log'}")
         if r.missing or not r.latencies:
