@@ -43,6 +43,7 @@ class LatestSlot(Generic[T]):
             if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
                 return None
             item, self._item = self._item, None
+            self._cond.notify_all()  # a waiting ``HandOff.put``
             return item
 
     def close(self) -> None:
@@ -56,42 +57,23 @@ class LatestSlot(Generic[T]):
             self._closed = False
 
 
-class HandOff(Generic[T]):
+class HandOff(LatestSlot[T]):
     """A one-item queue between two pipeline stages: ``put`` waits while it is full.
 
     Unlike ``LatestSlot`` nothing handed over is replaced (a computed result is never
     thrown away), and the producer is never more than one item ahead of the consumer.
     """
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item: T | None = None
-        self._closed = False
-
-    def put(self, item: T) -> bool:
+    def put(self, item: T) -> bool:  # type: ignore[override]
         """Hand ``item`` over once the previous one is taken; False if closed meanwhile."""
         with self._cond:
             self._cond.wait_for(lambda: self._item is None or self._closed)
             if self._closed:
                 return False
             self._item = item
+            self.received += 1
             self._cond.notify_all()
             return True
-
-    def take(self, timeout: float | None = None) -> T | None:
-        """The waiting item, or None on timeout or after ``close``."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._item is not None or self._closed, timeout):
-                return None
-            item, self._item = self._item, None
-            self._cond.notify_all()
-            return item
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._item = None
-            self._cond.notify_all()
 
 
 class RollingStats:

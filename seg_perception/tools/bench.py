@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads,
         "machine": {"cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
                     "python": platform.python_version()},
+        # The DDS transport decides how 640x480 frames reach the node (see BENCHMARKS.md).
+        "dds": {name: os.environ.get(name, "") for name in ("RMW_IMPLEMENTATION", "FASTDDS_BUILTIN_TRANSPORTS")},
     }
     if "backends" in parts:
         from seg_perception.benchmark.backends import bench_backends
