@@ -151,6 +151,67 @@ class CenterMask(nn.Module):
             out["keypoint_heatmaps"] = heads["keypoint_heatmaps"]
         return out
 
+    def forward_train(self, x: Tensor) -> dict[str, Any]:
+        """What the training losses need (``training.centermask_losses``); ``forward`` stays the export contract.
+
+        Returns ``features`` (P3..P7), the FCOS head's raw per-level ``logits``, ``regs``
+        (ltrb / stride, >= 0) and ``ctrs``, and the model's own detections of the batch
+        as ``proposal_boxes (B, D, 4)`` input pixels, ``proposal_scores`` (0 for padding)
+        and ``proposal_classes``, computed without gradient: centermask2 trains the RoI
+        heads on FCOS proposals, whose coordinates are constants to the heads.
+        """
+        feats = self.features(x)
+        logits, regs, ctrs = self.proposal_generator(feats)
+        with torch.no_grad():
+            boxes, scores, classes = self.proposal_generator.detect(
+                [t.detach() for t in logits], [t.detach() for t in regs], [t.detach() for t in ctrs])
+        return {"features": feats, "logits": logits, "regs": regs, "ctrs": ctrs, "proposal_boxes": boxes,
+                "proposal_scores": scores, "proposal_classes": classes,
+                "image_size": (int(x.shape[-2]), int(x.shape[-1]))}
+
+    def roi_forward_train(
+        self, features: Sequence[Tensor], boxes: Sequence[Tensor], classes: Sequence[Tensor],
+        image_size: tuple[int, int], keypoint_boxes: Sequence[Tensor] | None = None,
+    ) -> dict[str, Tensor]:
+        """The RoI heads on given boxes, with logits (``forward`` gives probabilities of its own detections).
+
+        ``features``: P3..P5 (or more; the first three are used); ``boxes[b]`` ``(R_b, 4)``
+        input pixels and ``classes[b]`` ``(R_b,)`` int64 per image (the class whose mask and
+        IoU are read out: the ground truth's, in training); ``keypoint_boxes[b]`` the boxes
+        for the keypoint head. Returns ``mask_logits (R, M, M)``, ``mask_features``
+        ``(R, C, 14, 14)``, with a MaskIoU head ``maskiou (R,)`` (predicted IoU of the class;
+        the head sees the detached mask probabilities, as at inference it sees ``forward``'s),
+        and with keypoints and ``keypoint_boxes`` ``keypoint_logits (Rk, K, 56, 56)``,
+        images in order.
+        """
+        levels = list(features[:3])
+        heads = self.roi_heads
+
+        def pool(pooler: nn.Module, per_image: Sequence[Tensor]) -> Tensor:
+            # Per image, so images may have different numbers of boxes.
+            parts = [pooler([f[b:b + 1] for f in levels], bx[None], image_size)
+                     for b, bx in enumerate(per_image) if len(bx)]
+            if parts:
+                return torch.cat(parts)
+            r = int(pooler.output_size)
+            return levels[0].new_zeros((0, levels[0].shape[1], r, r))
+
+        mask_features = pool(heads.mask_pooler, boxes)
+        cls = torch.cat([c.reshape(-1).to(torch.int64) for c in classes]) if len(classes) else \
+            torch.zeros(0, dtype=torch.int64, device=levels[0].device)
+        logits = heads.mask_head(mask_features)
+        if logits.shape[1] > 1:
+            logits = logits[torch.arange(len(cls), device=logits.device), cls]
+        else:
+            logits = logits[:, 0]
+        out = {"mask_logits": logits, "mask_features": mask_features}
+        if heads.maskiou_head is not None:
+            iou = heads.maskiou_head(mask_features, torch.sigmoid(logits.detach())[:, None])
+            out["maskiou"] = iou.gather(1, cls[:, None])[:, 0] if len(cls) else iou.new_zeros(0)
+        if self.num_keypoints and keypoint_boxes is not None:
+            out["keypoint_logits"] = heads.keypoint_head(pool(heads.keypoint_pooler, keypoint_boxes))
+        return out
+
 
 # --------------------------------------------------------------------------- builders
 

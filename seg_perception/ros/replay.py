@@ -36,6 +36,21 @@ from seg_perception.ros.launch_args import NodeLaunchSpec
 _CALLBACKS_GET_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
+def prefer_shared_memory_for_large_samples() -> str | None:
+    """Use Fast DDS's ``LARGE_DATA`` transports for this process and the nodes it starts.
+
+    With Fast DDS's default transports a sample above the shared-memory segment (a
+    640x480 32FC1 depth image is 1.2 MB) travels as UDP fragments, and a lost fragment
+    costs a reliable repair that can take longer than ``depth_wait``; ``LARGE_DATA``
+    (Fast DDS 2.12 and later) keeps them in shared memory on one machine. The replay
+    tools own both ends of every connection, so they choose it unless the user set
+    the variable or another RMW. Returns the value in force, None when left alone.
+    """
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") not in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
+        return None
+    return os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+
+
 class NodeProcess:
     """``seg_perception_node`` in a child process, its log in a file."""
 

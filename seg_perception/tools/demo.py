@@ -161,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True)
     repo = Path(__file__).resolve().parents[2]
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
+    from seg_perception.ros.replay import prefer_shared_memory_for_large_samples
+
+    transports = prefer_shared_memory_for_large_samples()
+    if transports:
+        print(f"DDS: FASTDDS_BUILTIN_TRANSPORTS={transports} (large frames through shared memory; README, Performance)")
     status = 0
     for bag in args.bag:
         name = Path(bag).name.removesuffix(".mcap").removesuffix(".db3")
