@@ -10,6 +10,12 @@ writes lies in ``config.out_dir``:
     loss_curve.png  ap_curve.png   curves (matplotlib)
     config.json                    the configuration the run used
 
+The loss follows the model's ``output_format``: YOLACT's (``losses``) for "yolact",
+CenterMask's (``centermask_losses``: FCOS + RoI heads) for "roi". Each model is fed
+images normalised its own way (``input_normalisation``: ImageNet mean/std, or the
+model's ``input_mean``/``input_std`` such as detectron2's for CenterMask), the same
+values the exported graph bakes in.
+
 With a wall-clock budget (``max_minutes``) the schedule follows the elapsed share of
 the budget rather than of the iterations (whichever is further along), and the run
 ends when the budget is spent: on a shared CPU the speed changes during the run, and
@@ -18,6 +24,7 @@ a cosine schedule cut short would leave the model at a high learning rate.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import random
@@ -31,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from seg_perception.training.augment import EvalResize, TrainAugment
+from seg_perception.training.centermask_losses import CenterMaskLossConfig, centermask_losses
 from seg_perception.training.dataset import CocoInstanceDataset, DatasetInfo, collate
 from seg_perception.training.losses import YolactLossConfig, yolact_losses
 
@@ -48,6 +56,7 @@ class TrainConfig:
     architecture: str = "yolact_slim"
     input_size: tuple[int, int] = (192, 256)  # (height, width)
     model_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)  # YolactLossConfig / CenterMaskLossConfig fields
     iterations: int = 2000
     max_minutes: float | None = None
     batch_size: int = 8
@@ -96,20 +105,59 @@ def lr_factor(it: int, total: int, warmup: int, schedule: str, time_fraction: fl
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def normalise(images: Tensor, device: torch.device) -> Tensor:
+def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """RGB mean and std (0-255) the model expects: its ``input_mean``/``input_std`` if it declares
+    them (detectron2's for CenterMask, which its checkpoints were trained with), else ImageNet's.
+
+    Training, ``torch_predictor`` and the export must agree, or the ONNX graph would
+    normalise differently from what the weights learnt.
+    """
+    mean = getattr(model, "input_mean", None)
+    std = getattr(model, "input_std", None)
+    return (tuple(float(v) for v in (mean if mean is not None else IMAGENET_MEAN)),
+            tuple(float(v) for v in (std if std is not None else IMAGENET_STD)))
+
+
+def normalise(images: Tensor, device: torch.device, mean: tuple[float, ...] = IMAGENET_MEAN,
+              std: tuple[float, ...] = IMAGENET_STD) -> Tensor:
     """``(B, 3, H, W)`` uint8 RGB -> normalised float, as ``transform.InputNormalizer`` does in the graph."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (images.to(device).float() - mean) / std
+    mean_t = torch.tensor(mean, device=device).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=device).view(1, 3, 1, 1)
+    return (images.to(device).float() - mean_t) / std_t
 
 
 def build_model_for(config: TrainConfig, info: DatasetInfo) -> nn.Module:
-    """The registry model sized for the dataset's classes and keypoints, with the semantic head on."""
-    from seg_perception.models.registry import build_model
+    """The registry model sized for the dataset's classes and keypoints, with YOLACT's semantic head on.
 
-    kwargs = {"num_classes": len(info.class_names), "num_keypoints": len(info.keypoint_names),
-              "input_size": config.input_size, "semantic_seg_head": True, **config.model_kwargs}
-    return build_model(config.architecture, **kwargs)
+    Only builders that take ``semantic_seg_head`` (YOLACT's) get it: CenterMask has no
+    such head and its builders refuse unknown arguments.
+    """
+    from seg_perception.models.registry import MODEL_BUILDERS, build_model
+
+    kwargs: dict[str, Any] = {"num_classes": len(info.class_names), "num_keypoints": len(info.keypoint_names),
+                              "input_size": config.input_size}
+    builder = MODEL_BUILDERS.get(config.architecture)
+    if builder is not None and "semantic_seg_head" in inspect.signature(builder).parameters:
+        kwargs["semantic_seg_head"] = True
+    return build_model(config.architecture, **{**kwargs, **config.model_kwargs})
+
+
+def loss_function(model: nn.Module, config: TrainConfig) -> Callable[[Tensor, list[dict[str, Any]]], dict[str, Tensor]]:
+    """``(normalised images, targets) -> loss terms`` for the model's ``output_format``."""
+    input_size = config.input_size
+    if getattr(model, "output_format", "yolact") == "roi":
+        cm_cfg = CenterMaskLossConfig(**config.loss_kwargs)
+
+        def roi_losses(x: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+            return centermask_losses(model, model.forward_train(x), targets, cm_cfg)  # type: ignore[operator]
+
+        return roi_losses
+    y_cfg = YolactLossConfig(**config.loss_kwargs)
+
+    def yolact(x: Tensor, targets: list[dict[str, Any]]) -> dict[str, Tensor]:
+        return yolact_losses(model.forward_raw(x), targets, input_size, y_cfg)  # type: ignore[operator]
+
+    return yolact
 
 
 def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float = 0.05) -> Callable[[np.ndarray], Any]:
@@ -119,6 +167,7 @@ def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float 
     """
     from seg_perception.core.keypoints import class_keypoint_table
     from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
+    from seg_perception.core.postprocess_roi import postprocess_roi
     from seg_perception.core.preprocess import resize_for_network
 
     h_in, w_in = model.input_size  # type: ignore[attr-defined]
@@ -126,12 +175,19 @@ def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float 
     table = (class_keypoint_table(info.class_names, len(info.keypoint_names), info.class_keypoints)
              if info.class_keypoints else None)
     device = next(model.parameters()).device
+    mean, std = input_normalisation(model)
+    roi = getattr(model, "output_format", "yolact") == "roi"
 
     def predict(rgb: np.ndarray) -> Any:
         batch = resize_for_network(rgb, w_in, h_in)
         with torch.no_grad():
-            x = normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), device)
+            x = normalise(torch.from_numpy(batch).permute(0, 3, 1, 2), device, mean, std)
             out = {k: v[0].cpu().numpy() for k, v in model(x).items()}
+        if roi:  # as pipeline.Pipeline does for box-first models
+            return postprocess_roi(out["boxes"], out["scores"], out["classes"], out["masks"],
+                                   image_width=rgb.shape[1], image_height=rgb.shape[0], params=params,
+                                   keypoint_heatmaps=out.get("keypoint_heatmaps"), network_size=(w_in, h_in),
+                                   keypoint_table=table)
         return postprocess_yolact(out["boxes"], out["scores"], out["mask_coeffs"], out["protos"],
                                   image_width=rgb.shape[1], image_height=rgb.shape[0], params=params,
                                   keypoints=out.get("keypoints"), keypoint_table=table)
@@ -250,7 +306,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         optimizer: torch.optim.Optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     else:
         optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    loss_cfg = YolactLossConfig()
+    compute_losses = loss_function(model, config)
+    mean, std = input_normalisation(model)
 
     start_it = 0
     total = config.iterations
@@ -316,8 +373,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         for group in optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(it, total, config.warmup_iterations, config.schedule,
                                                 elapsed() / budget_s if budget_s else 0.0)
-        raw = model.forward_raw(normalise(images, device))
-        losses = yolact_losses(raw, targets, config.input_size, loss_cfg)
+        losses = compute_losses(normalise(images, device, mean, std), targets)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
         if torch.isfinite(loss):
@@ -371,8 +427,9 @@ def export_trained(model: nn.Module, info: DatasetInfo, path: str | Path, name: 
     """ONNX + metadata JSON of a trained model, with the dataset's classes and keypoint tables."""
     from seg_perception.models.export import export_onnx, metadata_for_model
 
+    mean, std = input_normalisation(model)
     metadata = metadata_for_model(model, name, info.class_names, info.keypoint_names, info.skeleton,
-                                  class_keypoints=info.class_keypoints, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                                  class_keypoints=info.class_keypoints, mean=mean, std=std)
     return export_onnx(model.cpu().eval(), metadata, path)
 
 
@@ -382,5 +439,5 @@ def _seed_worker(worker_id: int) -> None:
     np.random.seed(seed)
 
 
-__all__ = ["TrainConfig", "lr_factor", "normalise", "build_model_for", "torch_predictor", "evaluate_predictor",
-           "train", "export_trained"]
+__all__ = ["TrainConfig", "lr_factor", "input_normalisation", "normalise", "build_model_for", "loss_function",
+           "torch_predictor", "evaluate_predictor", "train", "export_trained"]
