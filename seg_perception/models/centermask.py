@@ -54,7 +54,8 @@ class CenterMask(nn.Module):
     ``forward(x)`` takes a normalised ``(B, 3, H, W)`` RGB float image and returns
     ``boxes (B, D, 4)`` normalised x1, y1, x2, y2, ``scores (B, D)``, ``classes (B, D)``
     (float), ``masks (B, D, 28, 28)`` and, with keypoints, ``keypoint_heatmaps
-    (B, D, K, 56, 56)``.
+    (B, D, K, 56, 56)``. Training uses ``forward_train`` and ``roi_forward_train`` instead
+    (raw head outputs, heads on given boxes), so the exported contract never changes.
     """
 
     output_format = "roi"
@@ -163,8 +164,7 @@ class CenterMask(nn.Module):
         feats = self.features(x)
         logits, regs, ctrs = self.proposal_generator(feats)
         with torch.no_grad():
-            boxes, scores, classes = self.proposal_generator.detect(
-                [t.detach() for t in logits], [t.detach() for t in regs], [t.detach() for t in ctrs])
+            boxes, scores, classes = self.proposal_generator.detect(logits, regs, ctrs)
         return {"features": feats, "logits": logits, "regs": regs, "ctrs": ctrs, "proposal_boxes": boxes,
                 "proposal_scores": scores, "proposal_classes": classes,
                 "image_size": (int(x.shape[-2]), int(x.shape[-1]))}
