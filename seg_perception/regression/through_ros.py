@@ -71,8 +71,7 @@ def run_through_ros(
     from sensor_msgs.msg import CompressedImage, Image
 
     from seg_perception.ros.launch_args import node_launch_spec
-    from seg_perception.ros.replay import (CameraAndConsumer, NodeProcess, prefer_shared_memory_for_large_samples,
-                                           replay_timed)
+    from seg_perception.ros.replay import CameraAndConsumer, NodeProcess, replay_timed
 
     types = {s.msgtype for s in sources}
     if len(types) > 1:
@@ -94,7 +93,6 @@ def run_through_ros(
     if domain_id is None:
         domain_id = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(150, 220))
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)  # rclpy.init below reads it from the environment
-    prefer_shared_memory_for_large_samples()
 
     node = NodeProcess(spec, log_path, {"ROS_DOMAIN_ID": str(domain_id)})
     player = None

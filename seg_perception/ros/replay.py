@@ -37,14 +37,16 @@ _CALLBACKS_GET_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
 def prefer_shared_memory_for_large_samples() -> str | None:
-    """Use Fast DDS's ``LARGE_DATA`` transports for this process and the nodes it starts.
+    """Choose Fast DDS's ``LARGE_DATA`` transports for this process and the nodes it starts.
 
-    With Fast DDS's default transports a sample above the shared-memory segment (a
-    640x480 32FC1 depth image is 1.2 MB) travels as UDP fragments, and a lost fragment
-    costs a reliable repair that can take longer than ``depth_wait``; ``LARGE_DATA``
-    (Fast DDS 2.12 and later) keeps them in shared memory on one machine. The replay
-    tools own both ends of every connection, so they choose it unless the user set
-    the variable or another RMW. Returns the value in force, None when left alone.
+    For a tool's ``main`` only, before any rclpy context exists (it sets an environment
+    variable of the whole process). With Fast DDS's default transports a sample larger
+    than the shared-memory segment (a 640x480 32FC1 depth image is 1.2 MB) goes as UDP
+    fragments; one lost fragment costs a reliable repair that took 1-3 s here, far more
+    than ``depth_wait``. ``LARGE_DATA`` (Fast DDS 2.12 and later) keeps such samples in
+    shared memory on one machine. The replay tools own both ends of every connection,
+    so they choose it unless the user set the variable or another RMW. Returns the value
+    in force, or None when left alone.
     """
     if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") not in ("rmw_fastrtps_cpp", "rmw_fastrtps_dynamic_cpp"):
         return None

@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
-    if "node" in parts:  # as the other replay tools; FASTDDS_BUILTIN_TRANSPORTS=DEFAULT measures without
+    if "node" in parts:  # as the demo; FASTDDS_BUILTIN_TRANSPORTS=DEFAULT measures Fast DDS's defaults
         from seg_perception.ros.replay import prefer_shared_memory_for_large_samples
 
         prefer_shared_memory_for_large_samples()
