@@ -66,8 +66,9 @@ build_interfaces() {
       "-DCMAKE_PROJECT_INCLUDE=$ROOT/dev/pip_ros_fixups.cmake" \
     2> >(grep -v "doesn't contain any 'local_setup" >&2)
 }
-step interfaces package.xml CMakeLists.txt msg/*.msg dev/pip_ros_fixups.cmake dev/requirements-ros.txt -- \
-  build_interfaces
+# models/, config/ and launch/ too: the node finds its default model in the installed share directory.
+step interfaces package.xml CMakeLists.txt msg/*.msg dev/pip_ros_fixups.cmake dev/requirements-ros.txt \
+  models/* config/* launch/* -- build_interfaces
 [ -f build/install/setup.bash ] || { rm -f "$STAMPS/interfaces"; build_interfaces; }
 
 # The default demo recording: a synthetic RGB-D bag (colour, registered depth,
