@@ -3,11 +3,12 @@
 A lifecycle node (configure: load the model; activate: start topics) that stays
 thin: it converts messages at the edge and calls ``SegmentationPipeline`` and the
 core (tracking, grasp keypoints, 3D from registered depth, dense maps).
-Inference runs in a worker thread that always takes the newest frame, so latency
-stays bounded when the camera is faster than the model.
+Two worker threads: "inference" always takes the newest frame (so latency stays
+bounded when the camera is faster than the model) and runs the network; "outputs"
+post-processes, tracks, adds 3D and publishes the previous frame meanwhile.
 
-Depth: depth images are only buffered on arrival (``DepthSynchronizer``); the
-worker pairs a colour frame with the depth image of the nearest stamp (within
+Depth: depth images are only buffered on arrival (``DepthPairing``); the outputs
+thread pairs a colour frame with the depth image of the nearest stamp (within
 ``depth_sync_slop``) and decodes only that one. Depth often arrives a little after
 colour, so the pairing is tried again after inference and, while a depth stream is
 live, waited for up to ``depth_wait`` after the colour frame arrived.
