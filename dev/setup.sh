@@ -68,7 +68,7 @@ build_interfaces() {
 }
 # models/, config/ and launch/ too: the node finds its default model in the installed share directory.
 step interfaces package.xml CMakeLists.txt msg/*.msg dev/pip_ros_fixups.cmake dev/requirements-ros.txt \
-  models/* config/* launch/* -- build_interfaces
+  models/*.onnx models/*.json config/* launch/*.py -- build_interfaces
 [ -f build/install/setup.bash ] || { rm -f "$STAMPS/interfaces"; build_interfaces; }
 
 # The default demo recording: a synthetic RGB-D bag (colour, registered depth,

@@ -148,8 +148,9 @@ def describe(msg) -> str:
     parts = []
     for inst in best:
         text = f"{inst.class_name}{f' #{inst.id}' if inst.id else ''} {inst.score:.2f}"
-        if inst.has_3d:
-            text += f" @ {inst.centroid.z:.2f} m"
+        if inst.has_3d:  # the distance of the centroid, as the overlay labels
+            c = inst.centroid
+            text += f" @ {float(np.sqrt(c.x ** 2 + c.y ** 2 + c.z ** 2)):.2f} m"
         parts.append(text)
     more = ", ..." if len(msg.instances) > len(best) else ""
     return f"{len(msg.instances)} instances ({', '.join(parts) or 'nothing'}{more})"
