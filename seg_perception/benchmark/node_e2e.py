@@ -135,7 +135,7 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         "node_internal_latency_p95_ms": round(node_view["latency_p95_ms"], 2),
         "processed": len(msgs),
         "throughput_hz": round(len(msgs) / (t1 - t0), 3),
-        "dropped_fraction": round(1.0 - len(msgs) / max(1.0, rate_hz * (t1 - t0)), 3),
+        "dropped_fraction": round(max(0.0, 1.0 - len(msgs) / max(1.0, rate_hz * (t1 - t0))), 3),  # >= 0: window edges
         "latency": stats([ns / 1e9 for ns in latencies]),
         "node_cpu_percent": round(100.0 * (cpu1 - cpu0) / (t1 - t0), 1),
         "node_peak_rss_mb": round(peak_rss / 2**20, 1),
