@@ -68,10 +68,6 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
                              "model_path": args.model, "backend": args.backend, "image": f"{NS}/image",
                              "camera_info": f"{NS}/camera_info", "depth": f"{NS}/depth",
                              "depth_camera_info": f"{NS}/depth/camera_info"}, repo)
-    if not args.params:
-        # Frames go one at a time, so waiting longer for depth costs no frame: a late depth image
-        # (see prefer_shared_memory_for_large_samples) still gives its frame 3D.
-        spec.overrides["depth_wait"] = 1.0
     compressed = frames[0].msgtype.endswith("CompressedImage")
     node = NodeProcess(spec, out / "node.log")
     player = CameraAndConsumer(image_topic=f"{NS}/image", camera_info_topic=f"{NS}/camera_info",
