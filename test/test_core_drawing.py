@@ -107,12 +107,12 @@ def test_a_range_lengthens_only_the_label_of_the_instance_that_has_one():
     img = _background()
     det = _detections()
     plain = draw_overlay(img, det, ["cup", "bottle"])
-    ranged = draw_overlay(img, det, ["cup", "bottle"], ranges=[float("nan"), 1.25])
+    ranged = draw_overlay(img, det, ["cup", "bottle"], ranges=[1.25, float("nan")])
     changed = _changed(ranged, plain)
     assert changed.any()
     ys, xs = np.nonzero(changed)
-    x0, y0 = det.boxes[1, :2].astype(int)
-    assert (np.abs(ys - y0) < 25).all() and (xs > x0).all()  # beside the second box's label only
+    x0, y0 = det.boxes[0, :2].astype(int)
+    assert (np.abs(ys - y0) < 25).all() and (xs > x0).all()  # beside the first box's label only
 
 
 def test_labels_are_drawn_next_to_the_top_left_corner_of_their_box():
