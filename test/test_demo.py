@@ -13,13 +13,18 @@ from conftest import HSR_MCAP, REPO, ros_available
 pytestmark = pytest.mark.ros
 
 
-def test_demo_writes_a_readable_output_bag_and_one_overlay_per_frame(tmp_path, hsr_bag, known_answer_model, ros_domain):
-    out = tmp_path / "demo"
+def _run_demo(bag, model, out, ros_domain: str) -> subprocess.CompletedProcess:
+    """``seg-perception demo`` in its own process, as a user runs it; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "seg_perception.tools.demo", "--bag", str(HSR_MCAP), "--model", str(known_answer_model),
-         "--out", str(out)],
+        [sys.executable, "-m", "seg_perception.tools.demo", "--bag", str(bag), "--model", str(model), "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "ROS_DOMAIN_ID": ros_domain})
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
+
+
+def test_demo_writes_a_readable_output_bag_and_one_overlay_per_frame(tmp_path, hsr_bag, known_answer_model, ros_domain):
+    out = tmp_path / "demo"
+    proc = _run_demo(HSR_MCAP, known_answer_model, out, ros_domain)
     assert "processed 5 of 5 frames; mean latency" in proc.stdout
     assert sorted(p.name for p in (out / "overlays").iterdir()) == [f"frame_{i:04d}.png" for i in range(5)]
 
@@ -54,11 +59,7 @@ def test_demo_on_an_rgbd_recording_records_3d_boxes_and_keeps_track_ids(tmp_path
     bag = tmp_path / "rgbd"
     write_recording(bag, seed=3, n_frames=6, fps=15.0, width=640, height=480)
     out = tmp_path / "demo"
-    proc = subprocess.run(
-        [sys.executable, "-m", "seg_perception.tools.demo", "--bag", str(bag), "--model", str(known_answer_model),
-         "--out", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "ROS_DOMAIN_ID": ros_domain})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    proc = _run_demo(bag, known_answer_model, out, ros_domain)
     assert "processed 6 of 6 frames" in proc.stdout and " with depth" in proc.stdout
     assert len(list((out / "overlays").iterdir())) == 6
 
@@ -78,4 +79,4 @@ def test_demo_on_an_rgbd_recording_records_3d_boxes_and_keeps_track_ids(tmp_path
                 cubes += sum(m.ns == "boxes_3d" and m.type == 1 for m in msg.markers)  # 1: CUBE
     assert len(bottle_ids) == 6 and bottle_ids[0] > 0 and len(set(bottle_ids)) == 1, bottle_ids
     assert cubes >= 6  # one 3D box per frame for the bottle at least
-    assert f"tracking:   " in proc.stdout
+    assert "tracking:   " in proc.stdout
