@@ -53,6 +53,16 @@ def prefer_shared_memory_for_large_samples() -> str | None:
     return os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
 
+def _poll(condition: Callable[[], bool], timeout: float, period: float = 0.02) -> bool:
+    """Whether ``condition`` became true within ``timeout`` seconds (graph state has no event to wait on)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(period)
+    return False
+
+
 class NodeProcess:
     """``seg_perception_node`` in a child process, its log in a file."""
 
@@ -181,20 +191,10 @@ class CameraAndConsumer:
         raise TimeoutError(f"the node did not become active within {timeout:.0f} s\n{tail}")
 
     def wait_for_subscriber(self, timeout: float = 10.0) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.image_pub.get_subscription_count() > 0:
-                return True
-            time.sleep(0.02)
-        return False
+        return _poll(lambda: self.image_pub.get_subscription_count() > 0, timeout)
 
     def _wait_for_output_publishers(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if all(self.node.count_publishers(topic) > 0 for topic in self._outputs):
-                return True
-            time.sleep(0.02)
-        return False
+        return _poll(lambda: all(self.node.count_publishers(topic) > 0 for topic in self._outputs), timeout)
 
     def publish_clock(self, stamp_ns: int) -> None:
         """Publish the simulated time (nanoseconds); needs ``clock_topic``."""
@@ -236,7 +236,10 @@ class CameraAndConsumer:
                     if (m.header.stamp.sec, m.header.stamp.nanosec) == stamp)
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=1.0)
+        # The spin thread must have left the executor before the node and context go:
+        # destroyed under a running spin it was seen looping with the GIL held for minutes.
+        self.executor.shutdown(timeout_sec=10.0)
+        self._spin.join(timeout=10.0)
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
 
