@@ -122,3 +122,67 @@ def test_training_resumes_from_the_last_checkpoint(tiny_dataset: Path, tmp_path:
     summary = train(TrainConfig(iterations=6, resume=True, **common), log=messages.append)
     assert summary["iterations"] == 6
     assert any("resumed" in m and "iteration 3" in m for m in messages)
+
+
+def test_fine_tuning_copies_every_tensor_that_fits_and_refuses_another_network(tiny_dataset: Path, tmp_path: Path):
+    from seg_perception.models.checkpoint import CheckpointError, read_checkpoint
+    from seg_perception.models.yolact import yolact_slim
+    from seg_perception.training.trainer import TrainConfig, init_from_checkpoint, train
+
+    common = dict(train_annotations=str(tiny_dataset), model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]},
+                  batch_size=2, warmup_iterations=0, checkpoint_every=2, eval_every=1000, log_every=1, workers=0,
+                  threads=1, progress=False)
+    train(TrainConfig(iterations=2, out_dir=str(tmp_path / "first"), input_size=(96, 128), **common),
+          log=lambda _: None)
+    source = tmp_path / "first" / "checkpoints" / "last.pth"
+    trained = read_checkpoint(source)["state_dict"]
+
+    # Another input size: the same tensors, all copied; the run goes on from them.
+    messages: list[str] = []
+    summary = train(TrainConfig(iterations=1, out_dir=str(tmp_path / "second"), input_size=(72, 96),
+                                init_weights=str(source), **common), log=messages.append)
+    assert summary["iterations"] == 1
+    assert any(m.startswith(f"initialised {len(trained)} of {len(trained)} tensors") for m in messages), messages
+
+    # Fewer classes: the class-sized head starts fresh, the backbone is the trained one.
+    fewer = yolact_slim(3, input_size=(96, 128), fpn_channels=32, widths=[8, 16, 32, 64], num_keypoints=17)
+    report = init_from_checkpoint(fewer, source, "yolact_slim")
+    assert "start fresh" in report and "conf_layer" in report
+    name = next(k for k in trained if k.startswith("backbone") and k.endswith("weight"))
+    assert torch.equal(fewer.state_dict()[name], trained[name])
+
+    with pytest.raises(CheckpointError, match="yolact_slim weights"):
+        init_from_checkpoint(fewer, source, "yolact_resnet18")
+
+
+def test_export_of_a_training_checkpoint_keeps_its_classes_and_keypoint_tables(tiny_dataset: Path, tmp_path: Path):
+    """Also the shipped-model release step: the weights beside the ONNX file, without optimiser state."""
+    from seg_perception.core.metadata import ModelMetadata
+    from seg_perception.models.checkpoint import read_checkpoint
+    from seg_perception.models.yolact import yolact_slim
+    from seg_perception.tools.export import main as export_main
+    from seg_perception.training.shipped import write_weights
+    from seg_perception.training.trainer import TrainConfig, init_from_checkpoint, train
+
+    train(TrainConfig(train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
+                      model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, iterations=1, batch_size=2,
+                      warmup_iterations=0, eval_every=1000, workers=0, threads=1, progress=False),
+          log=lambda _: None)
+    onnx_path = tmp_path / "m.onnx"
+    assert export_main([str(tmp_path / "run" / "checkpoints" / "last.pth"), "-o", str(onnx_path),
+                        "--input-size", "160x120"]) == 0
+    md = ModelMetadata.load(onnx_path.with_suffix(".json"))
+    doc = json.loads(tiny_dataset.read_text())
+    assert md.class_names == [c["name"] for c in doc["categories"]]
+    assert md.keypoint_names == list(KEYPOINT_NAMES) and md.class_keypoints["box"] == [0, 1, 2, 3]
+    assert (0, 1) in {tuple(e) for e in md.skeleton}
+    assert (md.input_width, md.input_height) == (160, 120)
+
+    weights = write_weights(tmp_path / "run" / "checkpoints" / "last.pth", onnx_path)
+    released = read_checkpoint(weights)
+    assert weights == tmp_path / "m.pth" and "optimizer" not in released
+    assert released["class_keypoints"]["box"] == [0, 1, 2, 3]
+    model = yolact_slim(len(md.class_names), input_size=(120, 160), fpn_channels=32, widths=[8, 16, 32, 64],
+                        num_keypoints=len(KEYPOINT_NAMES), semantic_seg_head=True)
+    n = len(model.state_dict())
+    assert init_from_checkpoint(model, weights, "yolact_slim") == f"initialised {n} of {n} tensors from {weights}"

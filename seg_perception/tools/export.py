@@ -206,11 +206,22 @@ def export_weights(args: argparse.Namespace) -> Path:
     if predicted is not None and predicted != len(classes):
         raise ExportError(f"{args.weights} predicts {predicted} classes but the class list has {len(classes)}; "
                           "give the class names the model was trained with")
-    keypoints = read_name_list(args.keypoints, "keypoints", COCO_PERSON_KEYPOINTS) if args.keypoints else []
+    # Our training checkpoints carry their dataset's keypoint tables; flags override them.
+    trained: dict[str, Any] = checkpoint if isinstance(checkpoint, dict) and spec is not None else {}
+    extra: dict[str, Any] = {}
+    if args.keypoints:
+        keypoints = read_name_list(args.keypoints, "keypoints", COCO_PERSON_KEYPOINTS)
+    else:
+        keypoints = [str(k) for k in trained.get("keypoint_names") or []]
+        if keypoints and trained.get("class_keypoints"):
+            extra["class_keypoints"] = {str(c): [int(i) for i in ks] for c, ks in trained["class_keypoints"].items()}
     if args.skeleton and not keypoints:
         raise ExportError("--skeleton needs --keypoints")
     skeleton_spec = args.skeleton or ("coco" if args.keypoints == "coco" else None)
-    skeleton = read_skeleton(skeleton_spec, keypoints, COCO_PERSON_SKELETON) if skeleton_spec else []
+    if skeleton_spec:
+        skeleton = read_skeleton(skeleton_spec, keypoints, COCO_PERSON_SKELETON)
+    else:
+        skeleton = [(int(a), int(b)) for a, b in trained.get("skeleton") or []] if keypoints else []
 
     kwargs = dict(kwargs)
     kwargs["num_classes"] = len(classes)
@@ -238,7 +249,6 @@ def export_weights(args: argparse.Namespace) -> Path:
     model.eval()
 
     name = args.name or out.stem
-    extra: dict[str, Any] = {}
     rescoring = isinstance(model, YolactPlus) and model.mask_rescoring
     if rescoring:
         extra["maskiou_weights"] = maskiou_path_for(out).name

@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/last.pth")
+    p.add_argument("--init-weights", help="start from this checkpoint of ours (fine-tuning: tensors whose name and "
+                   "shape match are copied, a new schedule starts)")
     p.add_argument("--export", dest="export_path", help="write the trained model as ONNX (+ .json) here")
     p.add_argument("--name", dest="model_name", help="model name in the metadata")
     p.add_argument("--no-progress", dest="progress", action="store_false", default=None)
@@ -82,9 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from seg_perception.models.checkpoint import CheckpointError
     from seg_perception.training.trainer import train
 
-    summary = train(config)
+    try:
+        summary = train(config)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(json.dumps(summary, indent=2, default=str))
     return 0
 

@@ -4,6 +4,11 @@
 the model on the held-out synthetic validation set (generated from ``VAL_SEED`` when
 ``DIR`` lacks it) and on its first ``CI_SUBSET`` images, and writes the figures to
 ``<model>.eval.json``, which ``test/test_shipped_model.py`` checks against.
+
+``python -m seg_perception.training.shipped weights --checkpoint RUN/checkpoints/last.pth``
+writes the run's weights without its optimiser state, with the shipped model's class
+and keypoint tables, to ``<model>.pth``: what ``seg-perception train --init-weights``
+fine-tunes from.
 """
 
 from __future__ import annotations
@@ -53,16 +58,44 @@ def record(model: Path, val_dir: Path, threads: int = 2) -> dict:
     return out
 
 
+def write_weights(checkpoint: Path, model: Path) -> Path:
+    """The weights of ``checkpoint`` (the run that produced ``model``) as ``<model>.pth``, fine-tunable."""
+    import torch
+
+    from seg_perception.core.metadata import ModelMetadata
+    from seg_perception.models.checkpoint import CheckpointError, checkpoint_model_spec, read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    spec = checkpoint_model_spec(ckpt)
+    metadata = ModelMetadata.load(model.with_suffix(".json"))
+    if spec is None or spec[0] != metadata.architecture or list(ckpt.get("class_names", [])) != metadata.class_names:
+        raise CheckpointError(f"{checkpoint} is not a {metadata.architecture} training checkpoint with the classes "
+                              f"of {model.name}")
+    keep = ("format", "architecture", "model_kwargs", "state_dict", "iteration", "elapsed_s")
+    payload = {k: ckpt[k] for k in keep if k in ckpt}
+    payload.update(class_names=metadata.class_names, keypoint_names=metadata.keypoint_names,
+                   skeleton=[list(e) for e in metadata.skeleton], class_keypoints=metadata.class_keypoints)
+    out = model.with_suffix(".pth")
+    torch.save(payload, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m seg_perception.training.shipped", description=__doc__.split("\n\n")[0])
-    p.add_argument("command", choices=("record",))
+    p.add_argument("command", choices=("record", "weights"))
     p.add_argument("--model", type=Path, default=None, help="ONNX model (default: the shipped model)")
+    p.add_argument("--checkpoint", type=Path, help="weights: the training checkpoint the model was exported from")
     p.add_argument("--val", type=Path, default=Path("build/data/synth_val"), help="validation set directory")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     from seg_perception.pipeline import default_model_path
 
     model = args.model or default_model_path()
+    if args.command == "weights":
+        if args.checkpoint is None:
+            p.error("weights needs --checkpoint")
+        print(f"wrote {write_weights(args.checkpoint, model)}")
+        return 0
     result = record(model, args.val, args.threads)
     print(json.dumps({k: v for k, v in result.items() if k != "full"} | {"full": {k: v for k, v in result["full"].items()
                                                                             if k != "per_class"}}, indent=2))

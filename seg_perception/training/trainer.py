@@ -77,6 +77,7 @@ class TrainConfig:
     workers: int = 1
     seed: int = 0
     resume: bool = False
+    init_weights: str | None = None  # our checkpoint to start from (fine-tuning); ignored when resuming
     export_path: str | None = None
     model_name: str = "seg_perception_model"
     progress: bool = True
@@ -323,6 +324,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         elapsed_before = float(ckpt.get("elapsed_s", 0.0))
         history = json.loads(ckpt.get("history_json", "[]"))
         log(f"resumed from {last_path} at iteration {start_it} of {total}")
+    elif config.init_weights:
+        log(init_from_checkpoint(model, config.init_weights, config.architecture))
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     budget_s = config.max_minutes * 60 if config.max_minutes else None
 
@@ -333,7 +336,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         extra = {"optimizer": optimizer.state_dict(), "iteration": it, "total_iterations": total,
                  "elapsed_s": elapsed(),
                  "history_json": json.dumps(history), "class_names": info.class_names,
-                 "keypoint_names": info.keypoint_names}
+                 "keypoint_names": info.keypoint_names, "skeleton": [list(e) for e in info.skeleton],
+                 "class_keypoints": info.class_keypoints}
         save_checkpoint(model, last_path, extra)
         if named:
             save_checkpoint(model, ckpt_dir / f"iter_{it:06d}.pth", {"iteration": it})
@@ -421,6 +425,30 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         summary["onnx"] = str(export_trained(model, info, config.export_path, config.model_name))
         log(f"exported {summary['onnx']}")
     return summary
+
+
+def init_from_checkpoint(model: nn.Module, path: str | Path, architecture: str) -> str:
+    """Start from another run's weights: every tensor whose name and shape match is copied.
+
+    This is how a team fine-tunes the shipped model on its own classes or at another
+    input size: the backbone, FPN and prototypes carry over, heads whose shape depends
+    on the class or keypoint count start fresh. Returns a one-line report.
+    """
+    from seg_perception.models.checkpoint import CheckpointError, checkpoint_model_spec, read_checkpoint, state_dict_of
+
+    ckpt = read_checkpoint(path)
+    spec = checkpoint_model_spec(ckpt)
+    if spec is not None and spec[0] != architecture:
+        raise CheckpointError(f"{path} holds {spec[0]} weights; this run trains {architecture}")
+    source = state_dict_of(ckpt, str(path))
+    own = model.state_dict()
+    matched = {k: v for k, v in source.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        raise CheckpointError(f"no tensor of {path} fits {architecture} (names or shapes all differ)")
+    model.load_state_dict(matched, strict=False)
+    fresh = [k for k in own if k not in matched]
+    return (f"initialised {len(matched)} of {len(own)} tensors from {path}"
+            + (f"; {len(fresh)} start fresh (e.g. {fresh[0]})" if fresh else ""))
 
 
 def export_trained(model: nn.Module, info: DatasetInfo, path: str | Path, name: str) -> Path:
