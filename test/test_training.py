@@ -24,6 +24,19 @@ def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_coco_dataset(tmp_path_factory.mktemp("synth"), n_images=4, seed=3, width=128, height=96)
 
 
+TINY_MODEL = {"fpn_channels": 32, "widths": [8, 16, 32, 64]}  # yolact_slim small enough for seconds of CPU
+
+
+def tiny_config(dataset: Path, out_dir: Path, **overrides):
+    """A ``TrainConfig`` for a quiet run of the tiny model on the tiny dataset."""
+    from seg_perception.training.trainer import TrainConfig
+
+    values = dict(train_annotations=str(dataset), out_dir=str(out_dir), input_size=(96, 128),
+                  model_kwargs=dict(TINY_MODEL), batch_size=2, warmup_iterations=0, eval_every=1000, workers=0,
+                  threads=1, progress=False)
+    return TrainConfig(**(values | overrides))
+
+
 def test_flip_swaps_the_clockwise_box_corners_and_left_right_names():
     perm = flip_permutation(KEYPOINT_NAMES)
     assert perm[:4] == [0, 3, 2, 1]
@@ -83,8 +96,7 @@ def test_losses_are_finite_and_positive_for_a_real_batch(tiny_dataset: Path):
 
     ds = CocoInstanceDataset(tiny_dataset, transform=TrainAugment((96, 128), KEYPOINT_NAMES))
     images, targets = collate([ds[0], ds[1]])
-    model = yolact_slim(7, input_size=(96, 128), fpn_channels=32, widths=(8, 16, 32, 64), num_keypoints=17,
-                        semantic_seg_head=True)
+    model = yolact_slim(7, input_size=(96, 128), num_keypoints=17, semantic_seg_head=True, **TINY_MODEL)
     losses = yolact_losses(model.forward_raw(normalise(images, torch.device("cpu"))), targets, (96, 128))
     assert set(losses) == {"class", "box", "mask", "semantic", "keypoint", "visibility"}
     assert all(torch.isfinite(v) and v > 0 for v in losses.values())
@@ -92,14 +104,10 @@ def test_losses_are_finite_and_positive_for_a_real_batch(tiny_dataset: Path):
 
 def test_a_short_training_run_lowers_the_loss_and_exports_a_model(tiny_dataset: Path, tmp_path: Path):
     from seg_perception.core.metadata import ModelMetadata
-    from seg_perception.training.trainer import TrainConfig, train
+    from seg_perception.training.trainer import train
 
-    config = TrainConfig(
-        train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
-        model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, iterations=20, batch_size=2, lr=3e-3,
-        warmup_iterations=0, checkpoint_every=10, eval_every=1000, log_every=4, workers=0, seed=0, threads=1,
-        progress=False, export_path=str(tmp_path / "m.onnx"),
-    )
+    config = tiny_config(tiny_dataset, tmp_path / "run", iterations=20, lr=3e-3, checkpoint_every=10, log_every=4,
+                         seed=0, export_path=str(tmp_path / "m.onnx"))
     summary = train(config, log=lambda _: None)
     totals = [json.loads(line)["total"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(totals) == 5
@@ -112,14 +120,13 @@ def test_a_short_training_run_lowers_the_loss_and_exports_a_model(tiny_dataset: 
 
 
 def test_training_resumes_from_the_last_checkpoint(tiny_dataset: Path, tmp_path: Path):
-    from seg_perception.training.trainer import TrainConfig, train
+    from seg_perception.training.trainer import train
 
-    common = dict(train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
-                  model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, batch_size=2, warmup_iterations=0,
-                  checkpoint_every=3, eval_every=1000, log_every=3, workers=0, threads=1, progress=False)
-    train(TrainConfig(iterations=3, **common), log=lambda _: None)
+    common = dict(checkpoint_every=3, log_every=3)
+    train(tiny_config(tiny_dataset, tmp_path / "run", iterations=3, **common), log=lambda _: None)
     messages: list[str] = []
-    summary = train(TrainConfig(iterations=6, resume=True, **common), log=messages.append)
+    summary = train(tiny_config(tiny_dataset, tmp_path / "run", iterations=6, resume=True, **common),
+                    log=messages.append)
     assert summary["iterations"] == 6
     assert any("resumed" in m and "iteration 3" in m for m in messages)
 
@@ -127,25 +134,21 @@ def test_training_resumes_from_the_last_checkpoint(tiny_dataset: Path, tmp_path:
 def test_fine_tuning_copies_every_tensor_that_fits_and_refuses_another_network(tiny_dataset: Path, tmp_path: Path):
     from seg_perception.models.checkpoint import CheckpointError, read_checkpoint
     from seg_perception.models.yolact import yolact_slim
-    from seg_perception.training.trainer import TrainConfig, init_from_checkpoint, train
+    from seg_perception.training.trainer import init_from_checkpoint, train
 
-    common = dict(train_annotations=str(tiny_dataset), model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]},
-                  batch_size=2, warmup_iterations=0, checkpoint_every=2, eval_every=1000, log_every=1, workers=0,
-                  threads=1, progress=False)
-    train(TrainConfig(iterations=2, out_dir=str(tmp_path / "first"), input_size=(96, 128), **common),
-          log=lambda _: None)
+    train(tiny_config(tiny_dataset, tmp_path / "first", iterations=2, checkpoint_every=2), log=lambda _: None)
     source = tmp_path / "first" / "checkpoints" / "last.pth"
     trained = read_checkpoint(source)["state_dict"]
 
     # Another input size: the same tensors, all copied; the run goes on from them.
     messages: list[str] = []
-    summary = train(TrainConfig(iterations=1, out_dir=str(tmp_path / "second"), input_size=(72, 96),
-                                init_weights=str(source), **common), log=messages.append)
+    summary = train(tiny_config(tiny_dataset, tmp_path / "second", iterations=1, input_size=(72, 96),
+                                init_weights=str(source)), log=messages.append)
     assert summary["iterations"] == 1
     assert any(m.startswith(f"initialised {len(trained)} of {len(trained)} tensors") for m in messages), messages
 
     # Fewer classes: the class-sized head starts fresh, the backbone is the trained one.
-    fewer = yolact_slim(3, input_size=(96, 128), fpn_channels=32, widths=[8, 16, 32, 64], num_keypoints=17)
+    fewer = yolact_slim(3, input_size=(96, 128), num_keypoints=17, **TINY_MODEL)
     report = init_from_checkpoint(fewer, source, "yolact_slim")
     assert "start fresh" in report and "conf_layer" in report
     name = next(k for k in trained if k.startswith("backbone") and k.endswith("weight"))
@@ -162,12 +165,9 @@ def test_export_of_a_training_checkpoint_keeps_its_classes_and_keypoint_tables(t
     from seg_perception.models.yolact import yolact_slim
     from seg_perception.tools.export import main as export_main
     from seg_perception.training.shipped import write_weights
-    from seg_perception.training.trainer import TrainConfig, init_from_checkpoint, train
+    from seg_perception.training.trainer import init_from_checkpoint, train
 
-    train(TrainConfig(train_annotations=str(tiny_dataset), out_dir=str(tmp_path / "run"), input_size=(96, 128),
-                      model_kwargs={"fpn_channels": 32, "widths": [8, 16, 32, 64]}, iterations=1, batch_size=2,
-                      warmup_iterations=0, eval_every=1000, workers=0, threads=1, progress=False),
-          log=lambda _: None)
+    train(tiny_config(tiny_dataset, tmp_path / "run", iterations=1), log=lambda _: None)
     onnx_path = tmp_path / "m.onnx"
     assert export_main([str(tmp_path / "run" / "checkpoints" / "last.pth"), "-o", str(onnx_path),
                         "--input-size", "160x120"]) == 0
@@ -182,7 +182,7 @@ def test_export_of_a_training_checkpoint_keeps_its_classes_and_keypoint_tables(t
     released = read_checkpoint(weights)
     assert weights == tmp_path / "m.pth" and "optimizer" not in released
     assert released["class_keypoints"]["box"] == [0, 1, 2, 3]
-    model = yolact_slim(len(md.class_names), input_size=(120, 160), fpn_channels=32, widths=[8, 16, 32, 64],
-                        num_keypoints=len(KEYPOINT_NAMES), semantic_seg_head=True)
+    model = yolact_slim(len(md.class_names), input_size=(120, 160), num_keypoints=len(KEYPOINT_NAMES),
+                        semantic_seg_head=True, **TINY_MODEL)
     n = len(model.state_dict())
     assert init_from_checkpoint(model, weights, "yolact_slim") == f"initialised {n} of {n} tensors from {weights}"
