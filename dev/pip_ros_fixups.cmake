@@ -5,7 +5,7 @@
 # 1. The wheels' exported *__rosidl_generator_py targets name include directories
 #    of the machine that built them (/opt/python/cp311-cp311/...). Point them at
 #    this interpreter's include dir and this venv's numpy.
-# 2. The venv lives inside the source tree, so our own generated Python target
+# 2. The venvs (.venv, .venv-jazzy) live inside the source tree, so our own generated Python target
 #    would export a numpy include path under the source dir, which CMake refuses
 #    to install-export; keep such paths build-only.
 
@@ -34,7 +34,7 @@ function(_seg_perception_pip_ros_fixups)
     if(_dirs)
       set(_fixed "")
       foreach(_d IN LISTS _dirs)
-        if(_d MATCHES "^${CMAKE_SOURCE_DIR}/\\.venv/")
+        if(_d MATCHES "^${CMAKE_SOURCE_DIR}/\\.venv[^/]*/")
           list(APPEND _fixed "$<BUILD_INTERFACE:${_d}>")
         else()
           list(APPEND _fixed "${_d}")

@@ -2,6 +2,8 @@
 
     ros2 launch seg_perception seg_perception.launch.py image:=/camera/color/image_raw
     ros2 launch seg_perception seg_perception.launch.py image:=/camera/image use_compressed:=true rviz:=true
+    ros2 launch seg_perception seg_perception.launch.py cameras:='[front, left]' \
+        remappings:='front/image:=/front_cam/color/image_raw;left/image:=/left_cam/color/image_raw'
 """
 
 import os

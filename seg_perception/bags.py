@@ -14,6 +14,7 @@ import numpy as np
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
+from seg_perception.core.stamps import stamp_ns
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 PACKAGE = "seg_perception"
@@ -24,16 +25,13 @@ class BagError(RuntimeError):
 
 
 def msg_dir() -> Path:
-    """The package's .msg files: the source tree, else the installed share directory."""
-    here = Path(__file__).resolve().parent.parent / "msg"
-    if here.is_dir():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
+    """The package's .msg files (``resources``: the checkout's, else the installed share directory's)."""
+    from seg_perception.resources import ResourceError, resource
 
-        return Path(get_package_share_directory(PACKAGE)) / "msg"
-    except Exception as exc:  # pragma: no cover - only without both
-        raise BagError(f"cannot find the {PACKAGE} .msg files: {exc}") from None
+    try:
+        return resource("msg")
+    except ResourceError as exc:  # pragma: no cover - only without both
+        raise BagError(str(exc)) from None
 
 
 def typestore():
@@ -157,10 +155,6 @@ class Companions:
     depth_camera_info: bytes | None = None
 
 
-def _stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-
 def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: float = 0.5) -> list[Companions]:
     """For each colour frame, the depth image and camera infos nearest to it by header stamp.
 
@@ -173,7 +167,7 @@ def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: floa
         wanted = [c for c in reader.connections if c.msgtype in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image")
                   and c.topic != (frames[0].topic if frames else None)]
         for conn, _, raw in reader.messages(connections=wanted):
-            by_topic.setdefault(conn.topic, []).append((_stamp_ns(reader.deserialize(raw, conn.msgtype)), bytes(raw)))
+            by_topic.setdefault(conn.topic, []).append((stamp_ns(reader.deserialize(raw, conn.msgtype).header.stamp), bytes(raw)))
         types = {c.topic: c.msgtype for c in wanted}
     colour_ns = frames[0].topic.rsplit("/", 1)[0] if frames else ""
     depth_topics = [t for t, m in types.items() if m.endswith("Image") and "depth" in t.lower()]
@@ -190,5 +184,5 @@ def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: floa
         stamp, raw = min(by_topic[topic], key=lambda item: abs(item[0] - t))
         return raw if abs(stamp - t) <= max_offset_s * 1e9 else None
 
-    stamps = [_stamp_ns(f.msg) for f in frames]
+    stamps = [stamp_ns(f.msg.header.stamp) for f in frames]
     return [Companions(nearest(colour_info, t), nearest(depth_topic, t), nearest(depth_info, t)) for t in stamps]

@@ -8,13 +8,16 @@ No ROS imports here: the tools run without ROS.
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterable, Mapping, TypeVar, Union
 
 import yaml
 
-Value = Union[bool, int, float, str]
+Value = Union[bool, int, float, str, list]
+D = TypeVar("D")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ParamSpec:
     def check(self, value: Any) -> str | None:
         """Return why ``value`` is not acceptable, or None if it is."""
         expected = type(self.default)
+        if expected is list:
+            return self._check_names(value)
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
@@ -53,6 +58,25 @@ class ParamSpec:
         if self.choices and value not in self.choices:
             return f"{self.name}={value!r} is not one of {', '.join(self.choices)}"
         return None
+
+    def _check_names(self, value: Any) -> str | None:
+        """A list of camera names (``cameras``): each a relative ROS name, none twice.
+        None is the empty list (rclpy reads ``[]`` in a params file as not set)."""
+        if value is None:
+            return None
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{self.name} must be a list of strings, got {type(value).__name__} {value!r}"
+        for name in value:
+            if not CAMERA_NAME.fullmatch(name):
+                return (f"{self.name}: {name!r} is not a relative topic name (letters, digits, '_' and inner '/', "
+                        "starting with a letter)")
+        if len(set(value)) != len(value):
+            return f"{self.name} names a camera twice: {list(value)}"
+        return None
+
+
+# A camera name prefixes its topics (``front/image``): a relative ROS name.
+CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*")
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -70,6 +94,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("max_detections", 100, "Most instances published per image.", min=1, max=1000),
     ParamSpec("mask_threshold", 0.5, "Mask probability above which a pixel belongs to the instance.", min=0.01, max=0.99),
     ParamSpec("class_agnostic_nms", False, "Suppress overlapping instances across classes, not only within one."),
+    ParamSpec("nms_candidate_threshold", 0.05, "A prior takes part in NMS (with all its classes) only if its best class score exceeds this; the official YOLACT nms_conf_thresh. Matters only when score_threshold is lower.", min=0.0, max=1.0),
+    ParamSpec("nms_second_threshold", False, "Also drop (prior, class) pairs at or below nms_candidate_threshold before NMS (official fast_nms second_threshold; off as in the official evaluation)."),
+    ParamSpec("clip_boxes_before_nms", False, "YOLACT deviation from the official code: clip boxes to the image before NMS (this package's earlier behaviour; changes which border boxes survive)."),
+    ParamSpec("box_region_masks", False, "YOLACT deviation from the official code: cut masks to the box's pixel region instead of cropping at prototype resolution with one pixel of padding (masks then end at the box). Always on for models whose metadata has mask_crop \"box\" (trained by seg_perception)."),
     ParamSpec("keypoint_score_threshold", 0.3, "Keypoints below this score are drawn as missing (they are still published).", min=0.0, max=1.0),
     # Outputs
     ParamSpec("mask_encoding", "coco_rle", "Encoding of InstanceMask: 'coco_rle' (compact) or 'mono8' (raw bytes).", choices=("coco_rle", "mono8")),
@@ -105,6 +133,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("depth_trim_factor", 2.0, "Points deviating from the median depth by more than this times that percentile are left out of the box.", min=0.1, max=100.0),
     ParamSpec("depth_keypoint_window", 5, "Side (px, odd) of the window whose median depth places a keypoint in 3D.", min=1, max=51, step=2),
     # Input
+    ParamSpec("cameras", [], "Camera names for several cameras in one node with one model (e.g. [front, left]): each camera's topics are the single-camera names under its name (front/image, front/instances, ...), frames of all cameras run through the network as one batch. Empty: one camera on the plain topic names.", applies="start"),
     ParamSpec("use_compressed", False, "Subscribe to image/compressed (jpeg/png) instead of image.", applies="activate"),
     ParamSpec("input_reliability", "auto", "Input QoS reliability; 'auto' matches what the camera's publishers offer.", choices=("auto", "reliable", "best_effort"), applies="activate"),
     ParamSpec("input_queue_depth", 1, "Input subscription history depth (the node keeps only the newest frame).", min=1, max=100, applies="activate"),
@@ -118,11 +147,58 @@ PARAMETERS_BY_NAME = {p.name: p for p in PARAMETERS}
 
 
 def defaults() -> dict[str, Value]:
-    return {p.name: p.default for p in PARAMETERS}
+    return {p.name: list(p.default) if isinstance(p.default, list) else p.default for p in PARAMETERS}
+
+
+def applying_on(when: str, names: set[str] | Mapping[str, Any]) -> set[str]:
+    """Those of ``names`` whose change takes effect at ``when`` (``ParamSpec.applies``):
+    the node hands "frame" parameters to the frame processor at once; the others are
+    read by the next configure or activate transition."""
+    return {n for n in names if n in PARAMETERS_BY_NAME and PARAMETERS_BY_NAME[n].applies == when}
+
+
+def to_dataclass(cls: type[D], values: Mapping[str, Any], prefix: str = "",
+                 renames: Mapping[str, str] | None = None) -> D:
+    """An instance of the dataclass ``cls`` (a core parameter object) from the parameters
+    named ``prefix + field`` (or ``renames[field]``), each converted to its spec's type
+    (a ROS parameter may hold 1 for 1.0); fields without such a parameter keep their
+    default. The one mapping from parameters to the core's parameter objects; the
+    dataclass's own checks raise ValueError for a bad combination."""
+    renames = renames or {}
+    kwargs = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        name = renames.get(f.name, prefix + f.name)
+        spec = PARAMETERS_BY_NAME.get(name)
+        if spec is not None:
+            kwargs[f.name] = type(spec.default)(values[name])
+    return cls(**kwargs)
 
 
 # Parameters rclpy itself owns; a params file for the node may set them.
 ROS_OWN_PARAMETERS = ("use_sim_time", "start_type_description_service", "start_parameter_event_publisher")
+
+
+def is_ros_own(name: str) -> bool:
+    """A parameter rclpy owns (not ours to check)."""
+    return name in ROS_OWN_PARAMETERS or name.startswith("qos_overrides.")
+
+
+def unknown_parameter_problem(name: str) -> str:
+    """``unknown parameter 'x'`` with the closest known name, so a typo in a params file is found.
+
+    A misspelt parameter is otherwise silently ignored by a ROS node (the default runs).
+    """
+    import difflib
+
+    close = difflib.get_close_matches(name, list(PARAMETERS_BY_NAME), n=1, cutoff=0.6)
+    hint = f" (did you mean '{close[0]}'?)" if close else " (see config/seg_perception.yaml for the known ones)"
+    return f"unknown parameter '{name}'{hint}"
+
+
+def unknown_parameters(names: Iterable[str]) -> list[tuple[str, str]]:
+    """``(name, problem sentence)`` per name that is neither ours nor rclpy's, in sorted order."""
+    return [(n, unknown_parameter_problem(n)) for n in sorted(names)
+            if n not in PARAMETERS_BY_NAME and not is_ros_own(n)]
 
 
 def validate(values: dict[str, Any]) -> dict[str, Value]:
@@ -131,14 +207,16 @@ def validate(values: dict[str, Any]) -> dict[str, Value]:
     problems = []
     for name, value in values.items():
         spec = PARAMETERS_BY_NAME.get(name)
-        if name in ROS_OWN_PARAMETERS or name.startswith("qos_overrides."):
+        if is_ros_own(name):
             continue
         if spec is None:
-            problems.append(f"unknown parameter {name!r}")
+            problems.append(unknown_parameter_problem(name))
             continue
         why = spec.check(value)
         if why:
             problems.append(why)
+        elif isinstance(spec.default, list):
+            merged[name] = list(value or [])
         else:
             merged[name] = float(value) if isinstance(spec.default, float) else value
     if problems:
@@ -183,7 +261,7 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def markdown_table() -> str:
-    """The README's parameter table, generated so it cannot drift from the declarations."""
+    """The parameter table of docs/parameters.md, generated so it cannot drift from the declarations."""
     when = {"frame": "next frame", "configure": "next configure", "activate": "next activate", "start": "start-up only"}
     rows = ["| name | default | range / choices | applies | description |", "| --- | --- | --- | --- | --- |"]
     for p in PARAMETERS:

@@ -57,3 +57,10 @@ def ros_domain() -> str:
         os.environ.pop("ROS_DOMAIN_ID", None)
     else:
         os.environ["ROS_DOMAIN_ID"] = old
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test that talks ROS (it takes a ROS domain) is marked ``ros``: the Jazzy leg runs ``-m ros``."""
+    for item in items:
+        if "ros_domain" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ros)

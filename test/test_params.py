@@ -60,8 +60,8 @@ def test_a_broken_params_file_names_the_file(tmp_path):
 
 
 def test_readme_parameter_table_is_the_generated_one():
-    assert params.markdown_table() in (REPO / "README.md").read_text(), \
-        "README parameter table is stale: paste seg_perception.params.markdown_table() into it"
+    assert params.markdown_table() in (REPO / "docs" / "parameters.md").read_text(), \
+        "docs/parameters.md parameter table is stale: paste seg_perception.params.markdown_table() into it"
 
 
 def test_parameters_rclpy_owns_are_accepted_in_a_params_file(tmp_path):

@@ -52,6 +52,36 @@ def random_weight_model(architecture: str, cache_dir: Path, input_size: int | No
     return BenchModel(architecture, onnx_path, ckpt_path, ModelMetadata.load(onnx_path.with_suffix(".json")))
 
 
+# Scales the random box classifier of torchvision's R-CNNs so detections pass their 0.05 score
+# threshold and the mask/keypoint heads run (about 20 per hsr_people frame), as with real weights.
+RCNN_CLASSIFIER_GAIN = 40.0
+
+
+def torchvision_rcnn_model(architecture: str, cache_dir: Path) -> BenchModel:
+    """Export (once) a seeded random-weight torchvision R-CNN at 640x480 (the camera's size)."""
+    import torch
+
+    from seg_perception.core.metadata import COCO_CLASSES as NAMES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+    from seg_perception.models.checkpoint import save_checkpoint
+    from seg_perception.models.export import export_onnx, metadata_for_model
+    from seg_perception.models.torchvision_rcnn import TorchvisionRCNN
+
+    key = _cache_key(architecture, RCNN_CLASSIFIER_GAIN, torch.__version__)
+    onnx_path = cache_dir / f"{architecture}_{key}.onnx"
+    ckpt_path = onnx_path.with_suffix(".pth")
+    if not (onnx_path.exists() and ckpt_path.exists() and onnx_path.with_suffix(".json").exists()):
+        torch.manual_seed(0)
+        model = TorchvisionRCNN(architecture, input_size=(480, 640)).eval()
+        with torch.no_grad():
+            model.detector.roi_heads.box_predictor.cls_score.weight.mul_(RCNN_CLASSIFIER_GAIN)
+        people = bool(model.num_keypoints)
+        metadata = metadata_for_model(model, f"{architecture}_random", ["person"] if people else NAMES,
+                                      COCO_PERSON_KEYPOINTS if people else [], COCO_PERSON_SKELETON if people else [])
+        export_onnx(model, metadata, onnx_path)
+        save_checkpoint(model, ckpt_path)
+    return BenchModel(architecture, onnx_path, ckpt_path, ModelMetadata.load(onnx_path.with_suffix(".json")))
+
+
 def shipped_model() -> BenchModel | None:
     from seg_perception.pipeline import default_model_path
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from seg_perception.core.stamps import stamp_ns
 from seg_perception.benchmark.timing import stats
 
 
@@ -36,10 +37,11 @@ def _peak_rss_bytes(pid: int) -> int:
 
 
 def camera_main(argv: list[str] | None = None) -> int:
-    """The camera process: publish a bag's colour frames, looped, at ``--rate`` Hz."""
+    """The camera process: publish a bag's colour frames, looped, at ``--rate`` Hz on each
+    ``--topic`` (several: several cameras at the same rate, their phases spread evenly)."""
     p = argparse.ArgumentParser()
     p.add_argument("--bag", required=True)
-    p.add_argument("--topic", required=True)
+    p.add_argument("--topic", required=True, action="append")
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--duration", type=float, required=True)
     args = p.parse_args(argv)
@@ -53,23 +55,39 @@ def camera_main(argv: list[str] | None = None) -> int:
               if f.msgtype == "sensor_msgs/msg/Image"]
     rclpy.init()
     node = rclpy.create_node("bench_camera")
-    pub = node.create_publisher(Image, args.topic, 5)
-    deadline = time.monotonic() + 15
-    while pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+    pubs = [node.create_publisher(Image, topic, 5) for topic in args.topic]
+    deadline = time.monotonic() + 30
+    while any(pub.get_subscription_count() == 0 for pub in pubs) and time.monotonic() < deadline:
         time.sleep(0.05)
+    print("publishing", flush=True)  # the bench's measured window starts after this
     start = next_t = time.monotonic()
     i = 0
+    step = 1.0 / args.rate / len(pubs)
     while time.monotonic() - start < args.duration:
-        frame = frames[i % len(frames)]
+        frame = frames[(i // len(pubs)) % len(frames)]
         frame.header.stamp = node.get_clock().now().to_msg()
-        pub.publish(frame)
+        pubs[i % len(pubs)].publish(frame)
         i += 1
-        next_t += 1.0 / args.rate
+        next_t += step
         time.sleep(max(0.0, next_t - time.monotonic()))
     print(f"published {i}", flush=True)
     node.destroy_node()
     rclpy.shutdown()
     return 0
+
+
+def wait_for_camera(camera: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until the camera process starts publishing (it reads the bag and waits for the
+    subscribers first, which on a loaded machine takes longer than any warm-up)."""
+    deadline = time.monotonic() + timeout
+    assert camera.stdout is not None
+    while time.monotonic() < deadline:
+        line = camera.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the camera process exited with {camera.wait()} before publishing")
+        if line.strip() == "publishing":
+            return
+    raise TimeoutError("the camera process did not start publishing")
 
 
 def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, threads: int, workdir: Path,
@@ -81,10 +99,11 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
     from seg_perception.ros.launch_args import node_launch_spec
     from seg_perception.ros.replay import CameraAndConsumer, NodeProcess
 
-    repo = Path(__file__).resolve().parents[2]
+    from seg_perception.resources import default_params_file, package_root
+
     topic = "/bench/camera/image"
     spec = node_launch_spec({"model_path": str(model_path), "image": topic, "namespace": "bench",
-                             "params_file": str(repo / "config" / "seg_perception.yaml")}, repo)
+                             "params_file": str(default_params_file())}, package_root())
     spec.overrides["threads"] = threads
     node = NodeProcess(spec, workdir / "bench_node.log")
     consumer = CameraAndConsumer(namespace="bench", image_topic="/bench/unused", node_name="bench_consumer")
@@ -102,6 +121,7 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         camera = subprocess.Popen([sys.executable, "-m", "seg_perception.benchmark.node_e2e", "--bag", str(bag),
                                    "--topic", topic, "--rate", str(rate_hz), "--duration", str(duration_s + warmup_s)],
                                   stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+        wait_for_camera(camera)
         time.sleep(warmup_s)
         with consumer._cond:
             consumer.received.clear("instances")
@@ -111,18 +131,20 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         # The node's own view (receipt of the image to publication), from its diagnostics.
         node_view = {key: float(node_diagnostics.get(key, "nan"))
                      for key in ("input_rate_hz", "latency_p50_ms", "latency_p95_ms")}
+        stages = {key[len("stage_"):]: float(value) for key, value in node_diagnostics.items()
+                  if key.startswith("stage_")}
         with consumer._cond:
             msgs = list(consumer.received.instances)
             arrivals = list(consumer.received.arrival_ns.get("instances", []))
         camera.wait(timeout=60)
-        published = int(camera.stdout.read().split()[-1])
+        published = int(camera.stdout.read().split()[-1])  # "published N"
         peak_rss = _peak_rss_bytes(node.proc.pid)
     finally:
         if camera is not None and camera.poll() is None:
             camera.kill()
         consumer.close()
         node.stop()
-    latencies = [t - (m.header.stamp.sec * 1_000_000_000 + m.header.stamp.nanosec) for m, t in zip(msgs, arrivals)]
+    latencies = [t - stamp_ns(m.header.stamp) for m, t in zip(msgs, arrivals)]
     sizes = [len(serialize_message(m)) for m in msgs]
     full_frame = [sum(m.image_width * m.image_height for _ in m.instances) + 64 for m in msgs]
     with_instances = [(s, f) for s, f, m in zip(sizes, full_frame, msgs) if m.instances]
@@ -133,6 +155,10 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         "node_input_rate_hz": round(node_view["input_rate_hz"], 2),
         "node_internal_latency_p50_ms": round(node_view["latency_p50_ms"], 2),
         "node_internal_latency_p95_ms": round(node_view["latency_p95_ms"], 2),
+        # Where a frame's time goes inside the node (its /diagnostics, last 10 s): receipt
+        # (publisher's send to our callback), queue, decode, preprocess, network,
+        # postprocess, depth_wait, tracking_3d, build, publish; p50 and p95 in ms.
+        "stages_ms": stages,
         "processed": len(msgs),
         "throughput_hz": round(len(msgs) / (t1 - t0), 3),
         "dropped_fraction": round(max(0.0, 1.0 - len(msgs) / max(1.0, rate_hz * (t1 - t0))), 3),  # >= 0: window edges

@@ -2,10 +2,11 @@
 
 Both take the same raw outputs (boxes, scores, coefficients, prototypes), share the
 same thresholding and Fast NMS, and end in message-ready run-length encodings.
-Ours assembles each mask only inside its box, at source resolution, and encodes
-the crop. The naive reference does what a first implementation does: per instance,
-sigmoid of the prototype product over the whole map, resize to the full image,
-threshold, zero outside the box, and encode the full-frame mask.
+Ours assembles each mask only where it can be set (its box plus the official
+one-prototype-pixel padding), at source resolution, and encodes the crop. The naive
+reference does what a first implementation (and the official code) does: per instance,
+sigmoid of the prototype product over the whole map, zero outside the padded box,
+resize to the full image, threshold, and encode the full-frame mask.
 """
 
 from __future__ import annotations
@@ -16,22 +17,27 @@ import numpy as np
 
 from seg_perception.benchmark.timing import interleaved, stats
 from seg_perception.core.masks import encode_coco_rle
-from seg_perception.core.postprocess import PostprocessParams, mask_regions, postprocess_yolact
+from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact, proto_crop_windows
 from seg_perception.core.types import CroppedMask
 
 
 def naive_full_frame_masks(coeffs: np.ndarray, protos: np.ndarray, boxes: np.ndarray, image_width: int,
                            image_height: int, mask_threshold: float = 0.5) -> list[CroppedMask]:
-    """Full-image masks the obvious way (a drop-in for ``assemble_masks``)."""
+    """Full-image masks the obvious (official) way, a drop-in for ``assemble_masks``.
+
+    boxes: normalised network-input boxes, as ``assemble_masks`` takes them.
+    """
     import cv2
 
+    hp, wp = protos.shape[:2]
+    c0, c1, r0, r1 = proto_crop_windows(boxes, hp, wp)
     out = []
-    for coeff, (x0, y0, x1, y1) in zip(coeffs, mask_regions(boxes, image_width, image_height)):
+    for i, coeff in enumerate(coeffs):
         prob = 1.0 / (1.0 + np.exp(-(protos @ coeff)))
-        full = cv2.resize(prob.astype(np.float32), (image_width, image_height), interpolation=cv2.INTER_LINEAR)
-        mask = (full > mask_threshold).astype(np.uint8)
-        mask[:y0], mask[y1:], mask[:, :x0], mask[:, x1:] = 0, 0, 0, 0
-        out.append(CroppedMask(0, 0, mask))
+        cropped = np.zeros((hp, wp), np.float32)
+        cropped[r0[i]:r1[i], c0[i]:c1[i]] = prob[r0[i]:r1[i], c0[i]:c1[i]]
+        full = cv2.resize(cropped, (image_width, image_height), interpolation=cv2.INTER_LINEAR)
+        out.append(CroppedMask(0, 0, (full > mask_threshold).astype(np.uint8)))
     return out
 
 

@@ -19,16 +19,14 @@ Invalid depth never reaches an output: NaN, +-inf, 0 and readings outside
 could not be computed are NaN in the returned arrays, and the per-instance ``valid``
 flag (``has_3d`` in the message) says whether the rest can be trusted.
 
-Also here: ``instance_points`` (the masked points for a PointCloud2) and
-``DepthSynchronizer`` (pairs a colour frame with the depth frame of the nearest stamp).
+Also here: ``instance_points`` (the masked points for a PointCloud2). Pairing colour
+with depth by stamp is ``pipeline.depth.DepthPairing``.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import deque
 from dataclasses import dataclass
-from typing import Generic, Sequence, TypeVar
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -535,70 +533,3 @@ def instance_points(
     if not chunks:
         return np.zeros((0, 5), np.float32)
     return np.concatenate(chunks)
-
-
-# ----------------------------------------------------------------------------
-# Colour/depth pairing
-
-T = TypeVar("T")
-
-
-class DepthSynchronizer(Generic[T]):
-    """Pairs a colour frame with the depth frame nearest in time (approximate time).
-
-    Depth frames go in with ``add``; ``match(stamp)`` gives the buffered depth whose
-    stamp is nearest to the colour stamp if it lies within ``slop_ns``, else None (the
-    frame is then processed without 3D, never with depth from another moment: a
-    moving robot would put the object in the wrong place). Stamps are integer
-    nanoseconds (``sec * 10**9 + nanosec``). Only the newest ``buffer_size`` depth
-    frames are kept, which at camera rates covers the inference latency. A depth
-    stamp older than the newest by more than ``reset_after_ns`` (a bag looping, sim
-    time restarting) clears the buffer. Thread-safe: the subscription callback adds
-    while the inference thread matches.
-    """
-
-    def __init__(self, slop_ns: int = 20_000_000, buffer_size: int = 10, reset_after_ns: int = 1_000_000_000):
-        if slop_ns < 0:
-            raise ValueError(f"slop_ns must be >= 0, got {slop_ns}")
-        if buffer_size < 1:
-            raise ValueError(f"buffer_size must be >= 1, got {buffer_size}")
-        self.slop_ns = int(slop_ns)
-        self.reset_after_ns = int(reset_after_ns)
-        self._buf: deque[tuple[int, T]] = deque(maxlen=int(buffer_size))
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._buf)
-
-    def add(self, stamp_ns: int, depth: T) -> None:
-        """Buffer a depth frame (any payload: an array, a message)."""
-        stamp_ns = int(stamp_ns)
-        with self._lock:
-            if self._buf and stamp_ns < max(s for s, _ in self._buf) - self.reset_after_ns:
-                self._buf.clear()
-            self._buf.append((stamp_ns, depth))
-
-    def match_stamped(self, stamp_ns: int) -> tuple[int, T] | None:
-        """(depth stamp, depth) nearest to ``stamp_ns`` within the slop, or None.
-
-        Ties go to the newer depth frame.
-        """
-        stamp_ns = int(stamp_ns)
-        with self._lock:
-            best: tuple[int, T] | None = None
-            best_dt = None
-            for s, d in self._buf:
-                dt = abs(s - stamp_ns)
-                if dt <= self.slop_ns and (best_dt is None or dt < best_dt or (dt == best_dt and s > best[0])):
-                    best, best_dt = (s, d), dt
-            return best
-
-    def match(self, stamp_ns: int) -> T | None:
-        """The depth nearest to ``stamp_ns`` within the slop, or None."""
-        hit = self.match_stamped(stamp_ns)
-        return None if hit is None else hit[1]
-
-    def clear(self) -> None:
-        with self._lock:
-            self._buf.clear()

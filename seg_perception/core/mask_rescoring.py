@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from seg_perception.core.postprocess import proto_crop_windows
+
 
 @dataclass(frozen=True)
 class _Conv:
@@ -33,23 +35,20 @@ def crop_proto_masks(coeffs: np.ndarray, protos: np.ndarray, boxes: np.ndarray, 
     """``(D, Hp, Wp)`` float32 mask probabilities, zero outside each box (the MaskIoU input).
 
     coeffs: (D, P) coefficients; protos: (Hp, Wp, P); boxes: (D, 4) normalised x1, y1,
-    x2, y2 of the network input (corners in any order). Columns ``c`` with
-    ``x1 * Wp - padding <= c < x2 * Wp + padding`` (clamped to the map) are kept, rows alike.
+    x2, y2 of the network input (corners in any order). The kept window is
+    ``core.postprocess.proto_crop_windows`` (the official ``crop``, the same one the
+    masks are assembled from).
     """
     coeffs = np.asarray(coeffs, np.float32)
     protos = np.asarray(protos, np.float32)
-    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
     hp, wp = protos.shape[:2]
     with np.errstate(over="ignore"):
         masks = 1.0 / (1.0 + np.exp(-np.einsum("hwp,dp->dhw", protos, coeffs)))
-    x1 = np.maximum(np.minimum(boxes[:, 0], boxes[:, 2]) * wp - padding, 0)
-    x2 = np.minimum(np.maximum(boxes[:, 0], boxes[:, 2]) * wp + padding, wp)
-    y1 = np.maximum(np.minimum(boxes[:, 1], boxes[:, 3]) * hp - padding, 0)
-    y2 = np.minimum(np.maximum(boxes[:, 1], boxes[:, 3]) * hp + padding, hp)
-    cols = np.arange(wp, dtype=np.float32)
-    rows = np.arange(hp, dtype=np.float32)
-    keep_x = (cols[None, :] >= x1[:, None]) & (cols[None, :] < x2[:, None])
-    keep_y = (rows[None, :] >= y1[:, None]) & (rows[None, :] < y2[:, None])
+    c0, c1, r0, r1 = proto_crop_windows(boxes, hp, wp, padding)
+    cols = np.arange(wp)
+    rows = np.arange(hp)
+    keep_x = (cols[None, :] >= c0[:, None]) & (cols[None, :] < c1[:, None])
+    keep_y = (rows[None, :] >= r0[:, None]) & (rows[None, :] < r1[:, None])
     return (masks * (keep_y[:, :, None] & keep_x[:, None, :])).astype(np.float32)
 
 

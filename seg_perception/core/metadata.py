@@ -38,6 +38,8 @@ ROI_OUTPUTS = {
     "keypoint_heatmaps": "(B, D, K, S, S) float32 keypoint logits; the S x S grid spans the box (only if K > 0)",
 }
 OUTPUT_FORMATS = ("yolact", "roi")
+# What ``ModelMetadata.precision`` may say about a graph (see there).
+GRAPH_PRECISIONS = ("fp32", "fp16", "int8")
 # Network input: "images", (B, H, W, 3) uint8 RGB, already resized to input size;
 # normalisation (mean/std below, RGB order, 0-255 scale) happens inside the graph.
 INPUT_NAME = "images"
@@ -92,6 +94,16 @@ class ModelMetadata:
     # Optional (YOLACT++): file name, beside the model, of the MaskIoU re-scoring
     # weights that ``core.mask_rescoring`` runs after NMS; empty: no re-scoring.
     maskiou_weights: str = ""
+    # YOLACT family: the mask crop the model was trained with, which post-processing
+    # follows. "prototype" (official YOLACT: crop at prototype resolution with one
+    # prototype pixel of padding) or "box" (our trainer's loss: pixels inside the box
+    # only, so a mask is cut at its box; `box_region_masks` forces this for any model).
+    mask_crop: str = "prototype"
+    # Numeric precision carried by the graph itself: "fp32" (as exported), "fp16"
+    # (float16 weights and compute, float32 I/O) or "int8" (Q/DQ nodes), written by
+    # ``seg-perception quantize``. TensorRT 11 only builds what the graph says (no
+    # FP16/INT8 builder flags), so the engine builder reads it from here.
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         self.skeleton = [(int(a), int(b)) for a, b in self.skeleton]
@@ -105,8 +117,12 @@ class ModelMetadata:
             raise ValueError("model metadata lists no class names")
         if self.input_width <= 0 or self.input_height <= 0:
             raise ValueError(f"bad input size {self.input_width}x{self.input_height}")
+        if self.mask_crop not in ("prototype", "box"):
+            raise ValueError(f"unknown mask_crop {self.mask_crop!r}; expected 'prototype' or 'box'")
         if self.output_format not in OUTPUT_FORMATS:
             raise ValueError(f"unknown output_format {self.output_format!r}; expected one of {', '.join(OUTPUT_FORMATS)}")
+        if self.precision not in GRAPH_PRECISIONS:
+            raise ValueError(f"unknown precision {self.precision!r}; expected one of {', '.join(GRAPH_PRECISIONS)}")
 
     @property
     def num_classes(self) -> int:
@@ -117,7 +133,10 @@ class ModelMetadata:
         return len(self.keypoint_names)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+        fields = asdict(self)
+        if fields["precision"] == "fp32":  # the default: files written before the field existed stay identical
+            del fields["precision"]
+        return json.dumps(fields, indent=2)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")

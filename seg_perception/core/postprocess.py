@@ -1,18 +1,31 @@
 """From YOLACT-style raw outputs to ``Detections`` in source-image pixels.
 
 The graph ends where shapes become data-dependent (see ``YOLACT_OUTPUTS`` in
-``core.metadata``); everything after that lives here:
+``core.metadata``); everything after that lives here. By default the steps reproduce
+the official dbolya/yolact ``Detect`` (Fast NMS, ``second_threshold=False``) and
+``postprocess`` (``crop_masks=True``, bilinear upsampling) on the same raw outputs,
+so an official checkpoint gives the official detections and masks
+(``test/models/test_yolact_official_parity.py`` replays outputs of the official code):
 
-1. score threshold: a cheap pre-filter on each prior's best class score, then
-   per (prior, class) pair, as YOLACT's ``Detect`` does;
+1. candidates: priors whose best class score exceeds ``candidate_threshold`` (the
+   official ``nms_conf_thresh``, 0.05) take part in NMS with *all* their classes, as
+   the official ``fast_nms`` does; pairs at or below ``score_threshold`` are dropped
+   first, which gives the same result because in Fast NMS a box is only suppressed by
+   higher-scoring boxes, and everything at or below ``score_threshold`` is discarded
+   after NMS anyway (the official ``postprocess(score_threshold=...)``);
 2. per-class ``top_k`` and **Fast NMS** (Bolya et al., "YOLACT: Real-time Instance
-   Segmentation", ICCV 2019, sec. 3.5): for each class, the IoU matrix of its
-   candidates sorted by score, keep only the upper triangle (each box compared
-   with the higher-scoring ones), take the max over each column and keep boxes
+   Segmentation", ICCV 2019, sec. 3.5) on the *unclipped* boxes: for each class, the IoU
+   matrix of its candidates sorted by score, keep only the upper triangle (each box
+   compared with the higher-scoring ones), take the max over each column and keep boxes
    whose max IoU is <= the threshold. Unlike greedy NMS, an already suppressed box
    may still suppress others; that is what makes it one matrix operation;
-3. sort by score, keep ``max_detections``;
-4. masks assembled only inside each instance's box (see ``assemble_masks``).
+3. sort by score, keep ``max_detections``; boxes are clipped to the image only now;
+4. masks: ``sigmoid(protos @ coeff)`` zeroed outside the box widened by one prototype
+   pixel, at prototype resolution, then bilinear upsampling and ``> mask_threshold``,
+   evaluated only where the result can be non-zero (see ``assemble_masks``).
+
+``PostprocessParams`` keeps the earlier behaviour (clip before NMS, masks cut to the
+box) as opt-in switches; docs/official_checkpoints.md gives their measured effect.
 
 Network boxes, prototypes and keypoints are normalised to the network input,
 which is a plain (non-letterboxed) resize of the source image, so normalised
@@ -45,13 +58,27 @@ MaskRescorer = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.nda
 class PostprocessParams:
     """Tunables of post-processing (the node exposes each as a ROS parameter).
 
-    score_threshold:   class score a (prior, class) pair must exceed, in [0, 1].
+    score_threshold:   class score a detection must exceed, in [0, 1] (the official
+                       ``postprocess(score_threshold=...)``; 0 keeps everything, as
+                       the official COCO evaluation does).
     nms_iou_threshold: a box is suppressed when its IoU with a higher-scoring box
                        of the same class exceeds this, in [0, 1].
     top_k:             candidates per class entering NMS (highest scores first).
     max_detections:    instances returned per image, highest scores first.
     mask_threshold:    mask probability above which a pixel is foreground, (0, 1).
     class_agnostic:    NMS across classes (each prior votes once, for its best class).
+    candidate_threshold: a prior takes part in NMS (with every class) only when its
+                       best class score exceeds this (official ``nms_conf_thresh``).
+                       Only matters when ``score_threshold`` is below it.
+    second_threshold:  also drop (prior, class) pairs at or below ``candidate_threshold``
+                       before NMS (the official ``fast_nms(second_threshold=True)``;
+                       official evaluation leaves it off).
+    clip_before_nms:   deviation: clip boxes to the image before NMS (this package's
+                       behaviour before it followed the official code; changes which
+                       boxes at the image border survive).
+    box_region_masks:  deviation: no prototype-resolution crop; the uncropped mask is
+                       upsampled and cut to the box's pixel region (masks end at the box,
+                       where the official ones reach a few pixels beyond it).
     """
 
     score_threshold: float = 0.3
@@ -60,10 +87,16 @@ class PostprocessParams:
     max_detections: int = 100
     mask_threshold: float = 0.5
     class_agnostic: bool = False
+    candidate_threshold: float = 0.05
+    second_threshold: bool = False
+    clip_before_nms: bool = False
+    box_region_masks: bool = False
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {self.score_threshold}")
+        if not 0.0 <= self.candidate_threshold <= 1.0:
+            raise ValueError(f"candidate_threshold must be in [0, 1], got {self.candidate_threshold}")
         if not 0.0 <= self.nms_iou_threshold <= 1.0:
             raise ValueError(f"nms_iou_threshold must be in [0, 1], got {self.nms_iou_threshold}")
         if not 0.0 < self.mask_threshold < 1.0:
@@ -181,17 +214,25 @@ def _max_iou_with_better_boxes_chunked(boxes: np.ndarray) -> np.ndarray:
 
 
 def _candidates(scores: np.ndarray, params: PostprocessParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(prior index, class id, score) of every pair passing the score threshold.
+    """(prior index, class id, score) of every pair that can end up a detection.
 
-    One pair per prior (its best class) when ``class_agnostic``.
+    A prior enters when its best class score exceeds ``candidate_threshold``; of its
+    classes, those scoring above ``score_threshold`` (and above ``candidate_threshold``
+    with ``second_threshold``) are kept; with ``score_threshold`` 0 every class is, as
+    the official evaluation keeps them (a pair scoring exactly 0 included). Dropping
+    low pairs before Fast NMS rather than after changes nothing: a box is suppressed
+    only by higher-scoring boxes of its class, and ``top_k``/``max_detections`` take
+    the highest scores first. One pair per prior (its best class) when ``class_agnostic``.
     """
     thr = params.score_threshold
     best = scores.max(axis=1) if scores.shape[1] else np.zeros((scores.shape[0],), np.float32)
-    pre = np.flatnonzero(best > thr)  # cheap: most priors are background
+    pre = np.flatnonzero((best > params.candidate_threshold) & (best > thr))  # most priors are background
     if params.class_agnostic:
         cls = scores[pre].argmax(axis=1) if pre.size else np.zeros((0,), np.int64)
         return pre, cls, best[pre]
-    rows, cls = np.nonzero(scores[pre] > thr)
+    pair_thr = max(thr, params.candidate_threshold) if params.second_threshold else thr
+    sub = scores[pre]
+    rows, cls = np.nonzero(sub > pair_thr) if pair_thr > 0 or params.second_threshold else np.nonzero(sub >= 0)
     priors = pre[rows]
     return priors, cls, scores[priors, cls]
 
@@ -221,6 +262,35 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
         return 1.0 / (1.0 + np.exp(-x))
 
 
+def proto_crop_windows(boxes: np.ndarray, proto_height: int, proto_width: int,
+                       padding: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The official ``crop``'s kept prototype pixels per box: columns ``[c0, c1)``, rows ``[r0, r1)``.
+
+    boxes: (D, 4) x1, y1, x2, y2 normalised to the network input (corners in any
+    order; not clipped). The official code keeps column ``c`` when
+    ``x1 * Wp - padding <= c < x2 * Wp + padding`` (bounds clamped to the map, float32
+    arithmetic), rows alike; for integer ``c`` that is ``ceil(lower) <= c < ceil(upper)``.
+    Returns four (D,) int64 arrays; a window may be empty (``c1 <= c0``).
+    """
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    pad = np.float32(padding)
+
+    def axis(lo: np.ndarray, hi: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+        a = np.minimum(lo, hi) * np.float32(size)
+        z = np.maximum(lo, hi) * np.float32(size)
+        a = np.maximum(a - pad, np.float32(0))
+        z = np.minimum(z + pad, np.float32(size))
+        # Past the map's far edge (or overflowing to inf) means an empty window; clamping
+        # there too keeps the integer conversion defined. NaN boxes are filtered before.
+        first = np.ceil(np.minimum(a, np.float32(size))).astype(np.int64)
+        last = np.ceil(np.maximum(z, np.float32(0))).astype(np.int64)
+        return first, np.maximum(last, first)
+
+    c0, c1 = axis(b[:, 0], b[:, 2], proto_width)
+    r0, r1 = axis(b[:, 1], b[:, 3], proto_height)
+    return c0, c1, r0, r1
+
+
 def assemble_masks(
     coeffs: np.ndarray,
     protos: np.ndarray,
@@ -228,44 +298,101 @@ def assemble_masks(
     image_width: int,
     image_height: int,
     mask_threshold: float = 0.5,
+    padding: int = 1,
 ) -> list[CroppedMask]:
-    """Binary masks, cut to each box's region, from prototypes and coefficients.
+    """Binary masks as the official ``postprocess`` makes them, evaluated only where they can be set.
 
     coeffs: (D, P) mask coefficients of the kept instances.
     protos: (Hp, Wp, P) prototypes, spanning the whole (network input = source) image.
-    boxes:  (D, 4) xyxy in source-image pixels.
+    boxes:  (D, 4) xyxy normalised to the network input, *unclipped* (as NMS saw them).
 
-    The result equals ``naive_reference_masks`` (full product, sigmoid, bilinear
-    resize of the whole map to the source size, crop, threshold) up to float
-    rounding, but only evaluates each box's region: the prototypes under the region
-    (plus the neighbour each bilinear sample needs) are combined, passed through
-    the sigmoid, and resampled onto the region's source pixels with the same
-    pixel-centre geometry as a full-image ``cv2.resize`` (INTER_LINEAR). The
-    resampling is two small matrix products, not ``cv2.resize``/``cv2.warpAffine``
-    on the crop: a crop's resize cannot reproduce the full image's sample
-    positions, and OpenCV 4's warpAffine rounds positions to 1/32 pixel, which
-    moves mask edges visibly (IoU below 0.98 against the reference on thin masks).
-    The sigmoid is applied before resampling, as in the reference: comparing
-    resampled logits against logit(threshold) would save little here (the crop is
-    at prototype resolution) and would change which pixels pass, because bilinear
-    interpolation does not commute with the sigmoid.
+    The official code takes ``sigmoid(protos @ coeff)`` over the whole map, zeroes it
+    outside the box widened by ``padding`` prototype pixels (``proto_crop_windows``),
+    upsamples the map bilinearly (``align_corners=False``) to the source image and keeps
+    pixels above ``mask_threshold``. Outside the source pixels whose two bilinear taps
+    per axis touch the kept window, the upsampled value is 0, so only that region
+    (returned as the ``CroppedMask``; it reaches a few pixels beyond the box) is
+    computed: the window's prototypes are combined, the sigmoid applied, and the region
+    resampled with the same pixel-centre geometry as the full-image resize: a block of
+    the whole-image interpolation matrices (the window's columns only, which is the crop)
+    for small regions, gathers over the window plus a ring of zeros (the cropped-away
+    neighbours) for large ones. Not ``cv2.resize``/``cv2.warpAffine`` on the crop: a
+    crop's resize cannot reproduce the full image's sample positions, and OpenCV 4's
+    warpAffine rounds positions to 1/32 pixel, which moves mask edges visibly.
+    ``naive_reference_masks`` is the whole-image version; they agree up to float rounding.
     """
     coeffs = np.asarray(coeffs, dtype=np.float32)
     protos = np.asarray(protos, dtype=np.float32)
     hp, wp = protos.shape[:2]
-    # Bilinear taps of every source column and row, computed once per image.
+    col_lo, col_hi, col_w = _bilinear_taps(image_width, wp)
+    row_lo, row_hi, row_w = _bilinear_taps(image_height, hp)
+    c0s, c1s, r0s, r1s = proto_crop_windows(boxes, hp, wp, padding)
+    # Source pixels whose taps touch the window: hi >= first kept and lo < end (taps are monotonic).
+    x0s = np.searchsorted(col_hi, c0s, side="left")
+    x1s = np.searchsorted(col_lo, c1s, side="left")
+    y0s = np.searchsorted(row_hi, r0s, side="left")
+    y1s = np.searchsorted(row_lo, r1s, side="left")
+    # Whole-image interpolation matrices, built once: a detection's resampling is the
+    # block (its region's rows) x (its window's columns); taps outside the window fall
+    # on cropped-away (zero) prototype pixels, so dropping those columns is the crop.
+    interp_x = interp_y = None
+    masks: list[CroppedMask] = []
+    for i, coeff in enumerate(coeffs):
+        c0, c1, r0, r1 = int(c0s[i]), int(c1s[i]), int(r0s[i]), int(r1s[i])
+        x0, x1, y0, y1 = int(x0s[i]), int(x1s[i]), int(y0s[i]), int(y1s[i])
+        if c1 <= c0 or r1 <= r0 or x1 <= x0 or y1 <= y0:  # nothing kept: an empty 1x1 mask
+            masks.append(CroppedMask(min(x0, image_width - 1), min(y0, image_height - 1), np.zeros((1, 1), np.uint8)))
+            continue
+        prob = _sigmoid(protos[r0:r1, c0:c1] @ coeff).astype(np.float32, copy=False)
+        if (y1 - y0) * (x1 - x0) >= _GATHER_MIN_PIXELS:
+            padded = np.zeros((r1 - r0 + 2, c1 - c0 + 2), np.float32)  # zero ring = cropped neighbours
+            padded[1:-1, 1:-1] = prob
+            region = _gather_resample(padded, row_lo[y0:y1] - (r0 - 1), row_hi[y0:y1] - (r0 - 1), row_w[y0:y1],
+                                      col_lo[x0:x1] - (c0 - 1), col_hi[x0:x1] - (c0 - 1), col_w[x0:x1])
+        else:
+            if interp_x is None:
+                interp_x = _interp_matrix(col_lo, col_hi, col_w, wp)
+                interp_y = _interp_matrix(row_lo, row_hi, row_w, hp)
+            region = _matrix_resample(prob, interp_y[y0:y1, r0:r1], interp_x[x0:x1, c0:c1])
+        masks.append(CroppedMask(x0, y0, (region > mask_threshold).view(np.uint8)))
+    return masks
+
+
+def assemble_box_region_masks(
+    coeffs: np.ndarray,
+    protos: np.ndarray,
+    boxes: np.ndarray,
+    image_width: int,
+    image_height: int,
+    mask_threshold: float = 0.5,
+) -> list[CroppedMask]:
+    """The ``box_region_masks`` deviation: uncropped masks cut to each box's pixel region.
+
+    boxes: (D, 4) xyxy in source-image pixels (clipped). Equals the full product,
+    sigmoid, bilinear resize of the whole map, cut to ``mask_regions``, threshold; only
+    each region is evaluated (same geometry as ``assemble_masks``). Masks end at the box.
+    """
+    coeffs = np.asarray(coeffs, dtype=np.float32)
+    protos = np.asarray(protos, dtype=np.float32)
+    hp, wp = protos.shape[:2]
     col_lo, col_hi, col_w = _bilinear_taps(image_width, wp)
     row_lo, row_hi, row_w = _bilinear_taps(image_height, hp)
     regions = mask_regions(boxes, image_width, image_height)
+    interp_x = interp_y = None
     masks: list[CroppedMask] = []
     for coeff, (x0, y0, x1, y1) in zip(coeffs, regions):
-        # The prototype window is exactly the taps the region needs (a bilinear
-        # sample reads its neighbour too, so this includes a one-pixel margin).
+        # The prototype window is exactly the taps the region needs.
         c0, c1 = int(col_lo[x0]), int(col_hi[x1 - 1]) + 1
         r0, r1 = int(row_lo[y0]), int(row_hi[y1 - 1]) + 1
         prob = _sigmoid(protos[r0:r1, c0:c1] @ coeff).astype(np.float32, copy=False)
-        region = _resample(prob, row_lo[y0:y1] - r0, row_hi[y0:y1] - r0, row_w[y0:y1],
-                           col_lo[x0:x1] - c0, col_hi[x0:x1] - c0, col_w[x0:x1])
+        if (y1 - y0) * (x1 - x0) >= _GATHER_MIN_PIXELS:
+            region = _gather_resample(prob, row_lo[y0:y1] - r0, row_hi[y0:y1] - r0, row_w[y0:y1],
+                                      col_lo[x0:x1] - c0, col_hi[x0:x1] - c0, col_w[x0:x1])
+        else:
+            if interp_x is None:
+                interp_x = _interp_matrix(col_lo, col_hi, col_w, wp)
+                interp_y = _interp_matrix(row_lo, row_hi, row_w, hp)
+            region = _matrix_resample(prob, interp_y[y0:y1, r0:r1], interp_x[x0:x1, c0:c1])
         masks.append(CroppedMask(int(x0), int(y0), (region > mask_threshold).view(np.uint8)))
     return masks
 
@@ -276,14 +403,16 @@ def assemble_masks(
 _GATHER_MIN_PIXELS = 160 * 160
 
 
-def _resample(prob: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, yw: np.ndarray,
-              xlo: np.ndarray, xhi: np.ndarray, xw: np.ndarray) -> np.ndarray:
-    """Separable bilinear resampling of ``prob`` (hc, wc) onto the (rh, rw) taps given."""
-    if ylo.size * xlo.size >= _GATHER_MIN_PIXELS:
-        cols = prob[:, xlo] * (1.0 - xw) + prob[:, xhi] * xw  # (hc, rw)
-        return cols[ylo] * (1.0 - yw)[:, None] + cols[yhi] * yw[:, None]
-    interp_y = _interp_matrix(ylo, yhi, yw, prob.shape[0])  # (rh, hc)
-    interp_x = _interp_matrix(xlo, xhi, xw, prob.shape[1])  # (rw, wc)
+def _gather_resample(prob: np.ndarray, ylo: np.ndarray, yhi: np.ndarray, yw: np.ndarray,
+                     xlo: np.ndarray, xhi: np.ndarray, xw: np.ndarray) -> np.ndarray:
+    """Separable bilinear resampling of ``prob`` (hc, wc) onto the (rh, rw) taps given, by
+    gathers: 4 * rh * rw operations, best for large regions."""
+    cols = prob[:, xlo] * (1.0 - xw) + prob[:, xhi] * xw  # (hc, rw)
+    return cols[ylo] * (1.0 - yw)[:, None] + cols[yhi] * yw[:, None]
+
+
+def _matrix_resample(prob: np.ndarray, interp_y: np.ndarray, interp_x: np.ndarray) -> np.ndarray:
+    """``interp_y (rh, hc) @ prob (hc, wc) @ interp_x (rw, wc).T``: best for small regions (BLAS)."""
     # Shrink the smaller prototype axis first: the second product costs rh * rw * (that axis).
     if prob.shape[0] <= prob.shape[1]:
         return interp_y @ (prob @ interp_x.T)
@@ -321,22 +450,25 @@ def naive_reference_masks(
     image_width: int,
     image_height: int,
     mask_threshold: float = 0.5,
+    padding: int = 1,
 ) -> list[CroppedMask]:
-    """The obvious full-resolution mask assembly, for tests and benchmarks.
+    """The obvious full-resolution version of ``assemble_masks``, for tests and benchmarks.
 
-    Per instance: ``sigmoid(protos @ coeff)`` over the whole prototype map, bilinear
-    resize to ``(image_height, image_width)``, crop to the box region, threshold.
-    Arguments as for ``assemble_masks``. O(D x image pixels); do not use at run time.
+    Per instance: ``sigmoid(protos @ coeff)`` over the whole prototype map, zeroed outside
+    ``proto_crop_windows``, bilinear resize to ``(image_height, image_width)``,
+    threshold. Arguments as for ``assemble_masks``; returns full-image masks at (0, 0).
+    O(D x image pixels); do not use at run time.
     """
     coeffs = np.asarray(coeffs, dtype=np.float32)
     protos = np.asarray(protos, dtype=np.float32)
-    regions = mask_regions(boxes, image_width, image_height)
+    hp, wp = protos.shape[:2]
+    c0s, c1s, r0s, r1s = proto_crop_windows(boxes, hp, wp, padding)
     masks: list[CroppedMask] = []
-    for coeff, (x0, y0, x1, y1) in zip(coeffs, regions):
-        prob = _sigmoid(protos @ coeff).astype(np.float32)
+    for i, coeff in enumerate(coeffs):
+        prob = np.zeros((hp, wp), np.float32)
+        prob[r0s[i]:r1s[i], c0s[i]:c1s[i]] = _sigmoid(protos @ coeff)[r0s[i]:r1s[i], c0s[i]:c1s[i]]
         full = cv2.resize(prob, (image_width, image_height), interpolation=cv2.INTER_LINEAR)
-        crop = full[y0:y1, x0:x1]
-        masks.append(CroppedMask(int(x0), int(y0), (crop > mask_threshold).astype(np.uint8)))
+        masks.append(CroppedMask(0, 0, (full > mask_threshold).astype(np.uint8)))
     return masks
 
 
@@ -371,12 +503,16 @@ def postprocess_yolact(
                  kept scores are multiplied by its factors and re-sorted (as the
                  official ``rescore_mask``: the score threshold applies before).
 
-    mask_assembler: ``assemble_masks`` (default) or a drop-in with its signature;
-                 the benchmark passes ``naive_reference_masks`` to time the obvious way.
+    mask_assembler: a drop-in for ``assemble_masks`` (it gets the normalised unclipped
+                 boxes); the benchmark passes ``naive_reference_masks`` to time the
+                 obvious way. None: ``assemble_masks``, or ``assemble_box_region_masks``
+                 with ``params.box_region_masks``.
 
     Returns ``Detections`` in source-image pixels, highest score first: boxes
-    clipped to the image, one ``CroppedMask`` per instance covering its box region,
-    keypoints scaled (not clipped: a joint may lie just outside the frame).
+    clipped to the image (after NMS, unless ``clip_before_nms``), one ``CroppedMask``
+    per instance (covering the pixels its official mask can reach, a few beyond the
+    box; the box's pixel region with ``box_region_masks``), keypoints scaled (not
+    clipped: a joint may lie just outside the frame).
     """
     params = params or PostprocessParams()
     boxes = np.asarray(boxes, dtype=np.float32)
@@ -400,17 +536,14 @@ def postprocess_yolact(
         return Detections.empty(num_kp)
 
     scale = np.array([image_width, image_height, image_width, image_height], np.float32)
-    cand_boxes = boxes[priors] * scale
-    # Order-insensitive corners, then clip to the image.
-    cand_boxes = np.concatenate(
-        [np.minimum(cand_boxes[:, :2], cand_boxes[:, 2:]), np.maximum(cand_boxes[:, :2], cand_boxes[:, 2:])],
-        axis=1,
-    )
-    np.clip(cand_boxes[:, 0::2], 0, image_width, out=cand_boxes[:, 0::2])
-    np.clip(cand_boxes[:, 1::2], 0, image_height, out=cand_boxes[:, 1::2])
+    cand_norm = boxes[priors]
+    if params.clip_before_nms:  # deviation: NMS on boxes clipped to the image
+        nms_boxes = _clip_pixel_boxes(cand_norm * scale, image_width, image_height)
+    else:  # official: Fast NMS on the unclipped normalised boxes
+        nms_boxes = cand_norm
 
     groups = np.zeros_like(cls) if params.class_agnostic else cls
-    keep = fast_nms(cand_boxes, cand_scores, groups, params.nms_iou_threshold, params.top_k)
+    keep = fast_nms(nms_boxes, cand_scores, groups, params.nms_iou_threshold, params.top_k)
     keep = keep[: params.max_detections]  # fast_nms returns them highest score first
 
     kept_priors = priors[keep]
@@ -422,10 +555,17 @@ def postprocess_yolact(
         out_scores = out_scores * factors
         order = np.argsort(-out_scores, kind="stable")
         keep, kept_priors, out_scores = keep[order], kept_priors[order], out_scores[order]
-    out_boxes = cand_boxes[keep].astype(np.float32)
-    masks = (mask_assembler or assemble_masks)(
-        mask_coeffs[kept_priors], protos, out_boxes, image_width, image_height, params.mask_threshold
-    )
+    # Clipped only for the output (the official ``sanitize_coordinates``, kept as float).
+    out_boxes = _clip_pixel_boxes(cand_norm[keep] * scale, image_width, image_height)
+    if mask_assembler is not None:
+        masks = mask_assembler(mask_coeffs[kept_priors], protos, cand_norm[keep], image_width, image_height,
+                               params.mask_threshold)
+    elif params.box_region_masks:
+        masks = assemble_box_region_masks(mask_coeffs[kept_priors], protos, out_boxes, image_width, image_height,
+                                          params.mask_threshold)
+    else:
+        masks = assemble_masks(mask_coeffs[kept_priors], protos, cand_norm[keep], image_width, image_height,
+                               params.mask_threshold)
     if keypoints is not None:
         kps = keypoints_to_pixels(np.asarray(keypoints)[kept_priors], image_width, image_height)
         if keypoint_table is not None:
@@ -439,6 +579,14 @@ def postprocess_yolact(
         masks=masks,
         keypoints=kps,
     )
+
+
+def _clip_pixel_boxes(boxes: np.ndarray, image_width: int, image_height: int) -> np.ndarray:
+    """(D, 4) float32 pixel boxes with ordered corners, clipped to the image."""
+    out = np.concatenate([np.minimum(boxes[:, :2], boxes[:, 2:]), np.maximum(boxes[:, :2], boxes[:, 2:])], axis=1)
+    np.clip(out[:, 0::2], 0, image_width, out=out[:, 0::2])
+    np.clip(out[:, 1::2], 0, image_height, out=out[:, 1::2])
+    return out.astype(np.float32, copy=False)
 
 
 def postprocess_yolact_batch(

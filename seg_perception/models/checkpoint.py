@@ -70,6 +70,7 @@ def read_checkpoint(path: str | Path) -> Any:
         raise CheckpointError(f"checkpoint path is not a file: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty")
+    _require_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -90,6 +91,26 @@ def read_checkpoint(path: str | Path) -> Any:
         ) from None
 
 
+def _require_torch_file(path: Path) -> None:
+    """CheckpointError unless the file starts as ``torch.save`` writes (a zip archive, or a legacy pickle).
+
+    Without this check torch's unpickler fails on such files with messages that say
+    nothing useful ("KeyError: 101", or advice cut off before the reason).
+    """
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
+        return
+    if path.suffix.lower() == ".onnx":
+        what = "an ONNX model (already exported; give it to the node or `seg-perception evaluate --model`)"
+    elif all(32 <= c < 127 or c in (9, 10, 13) for c in head):
+        what = f"a text file (it starts with {head.decode('ascii', 'replace')!r})"
+    else:
+        what = f"neither a zip archive nor a pickle (it starts with bytes {head.hex(' ')})"
+    raise CheckpointError(f"{path} is not a PyTorch checkpoint: {what}. Expected a .pth file written by torch.save, "
+                          "e.g. checkpoints/last.pth of `seg-perception train` or an official YOLACT/CenterMask .pth")
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -98,9 +119,13 @@ def _first_line(exc: BaseException) -> str:
 def _refusal_reason(exc: BaseException) -> str:
     # torch's message opens with advice to retry with weights_only=False; keep only the
     # line that says what was refused, never the advice.
-    for line in str(exc).splitlines():
-        if "GLOBAL" in line or "Unsupported" in line or "WeightsUnpickler" in line:
-            return line.strip()
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    for line in lines:
+        if "GLOBAL" in line or "Unsupported" in line:
+            return line.split("WeightsUnpickler error:")[-1].split(". Please")[0].strip()  # not torch's advice
+    for i, line in enumerate(lines):  # the reason may follow the marker on a line of its own
+        if line.endswith("WeightsUnpickler error:") and i + 1 < len(lines):
+            return lines[i + 1]
     return type(exc).__name__
 
 

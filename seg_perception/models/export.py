@@ -23,6 +23,7 @@ torch and handles these static-shape conv nets well; the dynamo exporter needs t
 
 from __future__ import annotations
 
+import inspect
 import io
 import warnings
 from collections.abc import Sequence
@@ -149,6 +150,9 @@ def export_image_model(
         # in-memory model at 2 GB, so bigger ones take the detour through the file.
         param_bytes = sum(t.numel() * t.element_size() for t in module.state_dict().values())
         target: io.BytesIO | str = io.BytesIO() if param_bytes < 1_500_000_000 else str(out_path)
+        # The TorchScript exporter: torch >= 2.9 defaults to dynamo, and torch < 2.5
+        # (2.1 is the oldest pyproject admits) has no `dynamo` argument at all.
+        legacy = {"dynamo": False} if "dynamo" in inspect.signature(torch.onnx.export).parameters else {}
         torch.onnx.export(
             module.eval(),
             (example,),
@@ -158,7 +162,7 @@ def export_image_model(
             opset_version=opset,
             dynamic_axes=dynamic_axes,
             do_constant_folding=True,
-            dynamo=False,
+            **legacy,
         )
     graph = onnx.load_model_from_string(target.getvalue()) if isinstance(target, io.BytesIO) else onnx.load(target)
     onnx.checker.check_model(graph)

@@ -206,12 +206,13 @@ def known_answer_metadata(name: str = "known_answer") -> ModelMetadata:
     )
 
 
-def write_known_answer_model(out_dir: str | Path, name: str = "known_answer") -> Path:
-    """Write ``<out_dir>/<name>.onnx`` and ``<name>.json``; return the ONNX path (about 0.2 s)."""
+def write_known_answer_model(out_dir: str | Path, name: str = "known_answer", dynamic_batch: bool = False) -> Path:
+    """Write ``<out_dir>/<name>.onnx`` and ``<name>.json``; return the ONNX path (about 0.2 s).
+    ``dynamic_batch``: a symbolic batch dimension (several cameras in one network run)."""
     from seg_perception.models.export import export_image_model  # keeps this module's import light
 
     out_path = Path(out_dir) / f"{name}.onnx"
-    return export_image_model(KnownAnswerYolact(), known_answer_metadata(name), out_path)
+    return export_image_model(KnownAnswerYolact(), known_answer_metadata(name), out_path, dynamic_batch=dynamic_batch)
 
 
 __all__ = [

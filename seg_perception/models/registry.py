@@ -7,6 +7,7 @@ backend can rebuild the network from a checkpoint plus its metadata.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from torch import nn
@@ -21,6 +22,7 @@ from seg_perception.models.centermask import (
     centermask_vovnet39,
     centermask_vovnet57,
 )
+from seg_perception.models.torchvision_rcnn import TORCHVISION_RCNN, TorchvisionRCNN
 from seg_perception.models.yolact import yolact_im700, yolact_resnet18, yolact_resnet50, yolact_resnet101, yolact_slim
 from seg_perception.models.yolact_plus import yolact_plus_resnet50, yolact_plus_resnet101
 
@@ -42,6 +44,8 @@ MODEL_BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "centermask_vovnet39": centermask_vovnet39,
     "centermask_vovnet57": centermask_vovnet57,
     "centermask_resnet50": centermask_resnet50,
+    # torchvision's Mask R-CNN / Keypoint R-CNN wrapped as roi-format models.
+    **{name: partial(TorchvisionRCNN, name) for name in TORCHVISION_RCNN},
 }
 
 

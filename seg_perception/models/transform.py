@@ -15,6 +15,9 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB, 0-255 (ModelMetadata's defaults)
+IMAGENET_STD = (58.40, 57.12, 57.38)
+
 
 class InputNormalizer(nn.Module):
     """``(B, H, W, 3)`` uint8 RGB -> ``(B, 3, H, W)`` float32 ``(pixel - mean) / std``.
@@ -34,7 +37,9 @@ class InputNormalizer(nn.Module):
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        # cast first: TensorRT takes a UINT8 network input only straight into a Cast
+        # (onnx-tensorrt: "UINT8 is only supported as network input or output tensor types")
+        x = images.to(torch.float32).permute(0, 3, 1, 2)
         return (x - self.mean) / self.std
 
 
@@ -62,3 +67,16 @@ class ImageInputModel(nn.Module):
 
 
 __all__ = ["InputNormalizer", "ImageInputModel"]
+
+
+def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """RGB mean and std (0-255) the model expects: its ``input_mean``/``input_std`` if it declares
+    them (detectron2's for CenterMask, which its checkpoints were trained with), else ImageNet's.
+
+    Training, ``torch_predictor`` and the export must agree, or the ONNX graph would
+    normalise differently from what the weights learnt.
+    """
+    mean = getattr(model, "input_mean", None)
+    std = getattr(model, "input_std", None)
+    return (tuple(float(v) for v in (mean if mean is not None else IMAGENET_MEAN)),
+            tuple(float(v) for v in (std if std is not None else IMAGENET_STD)))

@@ -88,16 +88,22 @@ class InstanceDiff:
     box: list[float]
     iou: float | None = None
     reasons: list[str] = field(default_factory=list)
+    note: str = ""  # why the instance is there, when that is not obvious (see ``explain_low_scores``)
 
     def describe(self) -> str:
+        """One line. An instance is named by its position in the frame's message (0-based), which is not
+        its track id (a regression does not compare track ids)."""
         where = f"{self.bag} frame {self.frame} (stamp {format_stamp(self.stamp_ns)})"
         box = "[" + ", ".join(f"{v:.1f}" for v in self.box) + "]"
+        note = f" ({self.note})" if self.note else ""
         if self.kind == LOST:
-            return f"{where}: lost golden instance #{self.golden_index} {self.class_name} score {self.score:.3f} box {box}"
+            return (f"{where}: lost golden instance at position {self.golden_index}: {self.class_name} "
+                    f"score {self.score:.3f} box {box}{note}")
         if self.kind == ADDED:
-            return f"{where}: added instance #{self.run_index} {self.class_name} score {self.score:.3f} box {box}"
-        return (f"{where}: changed instance golden #{self.golden_index} -> run #{self.run_index} "
-                f"{self.class_name}: {'; '.join(self.reasons)}")
+            return (f"{where}: added instance at position {self.run_index}: {self.class_name} "
+                    f"score {self.score:.3f} box {box}{note}")
+        return (f"{where}: changed instance at position {self.golden_index} (golden) -> {self.run_index} (run): "
+                f"{self.class_name}: {'; '.join(self.reasons)}{note}")
 
 
 @dataclass
@@ -187,18 +193,18 @@ def compare_frame(golden: FrameResult, run: FrameResult, tol: Tolerances) -> Fra
     matched_r = {r for _, r, _ in pairs}
     for g, r, iou in pairs:
         gc, rc = int(gd.class_ids[g]), int(rd.class_ids[r])
+        gname, rname = _name(golden.class_names, g, gc), _name(run.class_names, r, rc)
         drift = PairDrift(
             golden_index=g, run_index=r, iou=iou,
             box_px=float(np.max(np.abs(gd.boxes[g].astype(np.float64) - rd.boxes[r].astype(np.float64)))),
             score=float(abs(float(gd.scores[g]) - float(rd.scores[r]))),
             keypoint_px=_keypoint_drift(gd, g, rd, r, tol.keypoint_visible),
-            class_changed=gc != rc,
+            class_changed=gc != rc or gname != rname,  # the class is its name: a renamed class is a change
         )
         out.pairs.append(drift)
         reasons = []
-        gname, rname = _name(golden.class_names, g, gc), _name(run.class_names, r, rc)
         if drift.class_changed:
-            reasons.append(f"class {gname} -> {rname}")
+            reasons.append(f"class {gname} -> {rname}" if gname != rname else f"class {gname}: id {gc} -> {rc}")
         if iou < tol.mask_iou:
             reasons.append(f"mask IoU {iou:.3f} < {tol.mask_iou}")
         if drift.box_px > tol.box_px:
@@ -263,6 +269,7 @@ class Comparison:
     tolerances: Tolerances
     bags: list[BagComparison] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # run-level regressions, e.g. a changed class list
 
     def frames(self) -> list[FrameComparison]:
         return [f for b in self.bags for f in b.frames]
@@ -275,7 +282,7 @@ class Comparison:
 
     @property
     def passed(self) -> bool:
-        return not self.diffs() and not self.frame_problems()
+        return not self.diffs() and not self.frame_problems() and not self.problems
 
     def drift(self) -> dict[str, dict[str, float] | None]:
         pairs = [p for f in self.frames() for p in f.pairs]
@@ -330,6 +337,7 @@ class Comparison:
             "bags": bags,
             "differences": [{**asdict(d), "text": d.describe()} for d in self.diffs()],
             "notes": list(self.notes),
+            "problems": list(self.problems),
         }
 
 
@@ -367,3 +375,33 @@ def compare_runs(golden: Mapping[str, Sequence[FrameResult]], run: Mapping[str, 
         if bag not in run:
             result.notes.append(f"golden recording '{bag}' was not replayed in this run")
     return result
+
+
+def class_list_change(golden_classes: Sequence[str] | None, run_classes: Sequence[str] | None) -> str | None:
+    """A sentence naming how the model's class list changed, or None when it did not (or one is unknown).
+
+    The class is its name: downstream nodes select instances by name, and a model whose
+    class list was renamed or reordered publishes other names for the same ids, even
+    when every mask is unchanged (a regression that instance matching alone cannot see).
+    """
+    if not golden_classes or not run_classes or list(golden_classes) == list(run_classes):
+        return None
+    golden_classes, run_classes = list(golden_classes), list(run_classes)
+    changed = [f"id {i}: {g} -> {r}" for i, (g, r) in enumerate(zip(golden_classes, run_classes)) if g != r]
+    parts = changed[:5] + (["..."] if len(changed) > 5 else [])
+    if len(golden_classes) != len(run_classes):
+        parts.append(f"{len(golden_classes)} classes -> {len(run_classes)}")
+    return f"the model's class list changed ({'; '.join(parts)}): golden {golden_classes}, this run {run_classes}"
+
+
+def explain_low_scores(comparison: Comparison, score_threshold: float, tracking_low_score: float) -> None:
+    """Note on each difference whose score is below ``score_threshold`` why it was published at all.
+
+    With tracking on, a detection that continues a track is published down to
+    ``tracking_low_score``; a reader who set ``score_threshold`` would otherwise take
+    such an instance for a bug.
+    """
+    for diff in comparison.diffs():  # a lost instance's score is the golden run's: nothing to explain
+        if diff.kind != LOST and tracking_low_score <= diff.score < score_threshold:
+            diff.note = (f"score below score_threshold {score_threshold:g}: published because it continues a "
+                         f"track (tracking on, kept down to tracking_low_score {tracking_low_score:g})")

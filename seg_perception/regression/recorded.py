@@ -13,13 +13,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from seg_perception.core.stamps import stamp_ns
 from seg_perception.bags import BagError, typestore
 from seg_perception.regression.golden import RunWriter, sha256_of
 from seg_perception.regression.messages import (
-    INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array, stamp_ns_of,
+    INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array,
 )
 from seg_perception.regression.records import FrameResult
-from seg_perception.regression.sources import BagSource, InputDigest, iter_frames, stamp_ns
+from seg_perception.regression.sources import BagSource, InputDigest, iter_frames
 
 OUR_TYPES = (INSTANCE_ARRAY, POSE_KEYPOINTS_ARRAY, MODEL_INFO)
 
@@ -63,7 +64,7 @@ def run_recorded(sources: Sequence[BagSource], recorded: Sequence[str | Path], w
         info = bag_info or info
         by_stamp: dict[int, list[Any]] = defaultdict(list)
         for _, _, _, msg in outputs[INSTANCE_ARRAY]:
-            by_stamp[stamp_ns_of(msg)].append(msg)
+            by_stamp[stamp_ns(msg.header.stamp)].append(msg)
         used: dict[int, int] = defaultdict(int)
         writer.add_bag(source.key, {**source.info(), "recorded_outputs": str(out_path)})
         for msgtype in OUR_TYPES:
@@ -72,7 +73,7 @@ def run_recorded(sources: Sequence[BagSource], recorded: Sequence[str | Path], w
         digest = InputDigest()
         for frame in iter_frames(source):
             digest.add(frame)
-            stamp = stamp_ns(frame.msg)
+            stamp = stamp_ns(frame.msg.header.stamp)
             candidates = by_stamp.get(stamp, [])
             if used[stamp] < len(candidates):
                 msg = candidates[used[stamp]]

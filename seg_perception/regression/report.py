@@ -58,6 +58,8 @@ def summary_lines(comparison: Comparison, max_differences: int = 20) -> list[str
             lines.append(f"  {d['text']}")
         if len(diffs) > max_differences:
             lines.append(f"  ... and {len(diffs) - max_differences} more (see the JSON report)")
+    for problem in data["problems"]:
+        lines.append(f"REGRESSION: {problem}")
     for note in data["notes"]:
         lines.append(f"note: {note}")
     lines.append("")

@@ -10,12 +10,14 @@ frame that could not be read.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from seg_perception.core.stamps import stamp_ns
 from seg_perception.bags import IMAGE_TYPES, BagError, BagImage, choose_image_topic, read_images
 from seg_perception.core.image import ImageDecodeError, decode_compressed, decode_image
 from seg_perception.regression.records import format_stamp
@@ -35,14 +37,20 @@ class BagSource:
     msgtype: str
     frames: int
     storage: str
+    # The camera this source is, when a recording holds several (its image topic);
+    # "" for a recording of one camera. Each camera has its own tracker.
+    camera: str = ""
 
     @property
     def compressed(self) -> bool:
         return self.msgtype.endswith("CompressedImage")
 
     def info(self) -> dict[str, Any]:
-        return {"path": str(self.path), "topic": self.topic, "msgtype": self.msgtype, "storage": self.storage,
+        info = {"path": str(self.path), "topic": self.topic, "msgtype": self.msgtype, "storage": self.storage,
                 "frames_in_bag": self.frames}
+        if self.camera:
+            info["camera"] = self.camera
+        return info
 
 
 def _storage(path: Path) -> str:
@@ -54,17 +62,21 @@ def _storage(path: Path) -> str:
     return "unknown"
 
 
-def bag_key(path: Path, taken: set[str]) -> str:
-    """A recording's name in the run: its directory (or file stem), made unique."""
+def bag_key(path: Path, taken: set[str], camera: str = "") -> str:
+    """A recording's name in the run: its directory (or file stem), with the camera's
+    topic for one camera of several (``hsr__front_image``), made unique."""
     base = (path.stem if path.is_file() else path.name) or "bag"
+    if camera:
+        base += "__" + re.sub(r"[^A-Za-z0-9]+", "_", camera).strip("_")
     key, n = base, 2
     while key in taken:
         key, n = f"{base}_{n}", n + 1
     return key
 
 
-def inspect_bag(path: str | Path, topic: str | None, taken: set[str] | None = None) -> BagSource:
-    """Open a recording and choose its image topic; BagError says what is wrong and where."""
+def inspect_bag(path: str | Path, topic: str | None, taken: set[str] | None = None, camera: bool = False) -> BagSource:
+    """Open a recording and choose its image topic; BagError says what is wrong and where.
+    ``camera``: the topic is one camera of several in this recording (its own key and tracker)."""
     from rosbags.highlevel import AnyReader
     from rosbags.typesys import Stores, get_typestore
 
@@ -92,13 +104,47 @@ def inspect_bag(path: str | Path, topic: str | None, taken: set[str] | None = No
         raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}") from None
     if count == 0:
         raise BagError(f"{path}: topic {chosen} has no messages")
-    return BagSource(path, bag_key(path, taken or set()), chosen, msgtypes[0], count, _storage(path))
+    name = chosen if camera else ""
+    return BagSource(path, bag_key(path, taken or set(), name), chosen, msgtypes[0], count, _storage(path), name)
+
+
+ALL_CAMERAS = "all"
+
+
+def camera_topics(path: str | Path, topic: str | None) -> list[str | None]:
+    """The image topics to replay from one recording: ``topic`` as given (None: its only
+    colour topic), a comma-separated list, or "all" (every colour image topic: a
+    recording of several cameras)."""
+    if topic is None or ("," not in topic and topic != ALL_CAMERAS):
+        return [topic]
+    if topic != ALL_CAMERAS:
+        return [t.strip() for t in topic.split(",") if t.strip()]
+    from rosbags.highlevel import AnyReader
+    from rosbags.typesys import Stores, get_typestore
+
+    from seg_perception.bags import image_topics
+
+    path = Path(path)
+    if not path.exists():
+        raise BagError(f"bag not found: {path}")
+    try:
+        with AnyReader([path], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
+            topics = sorted(t for t in image_topics(reader) if "depth" not in t.lower())
+    except Exception as exc:  # rosbags raises its own types for unreadable files
+        raise BagError(f"cannot read bag {path}: {type(exc).__name__}: {exc}") from None
+    if not topics:
+        raise BagError(f"{path}: no sensor_msgs Image or CompressedImage topic (besides depth)")
+    return list(topics)
 
 
 def inspect_bags(paths: Sequence[str | Path], topic: str | None) -> list[BagSource]:
+    """One source per recording, or per camera of a recording when ``topic`` names several
+    (``camera_topics``): each camera is replayed and compared on its own."""
     sources: list[BagSource] = []
     for p in paths:
-        sources.append(inspect_bag(p, topic, {s.key for s in sources}))
+        topics = camera_topics(p, topic)
+        for t in topics:
+            sources.append(inspect_bag(p, t, {s.key for s in sources}, camera=len(topics) > 1))
     return sources
 
 
@@ -143,10 +189,6 @@ class InputDigest:
         return self._sha.hexdigest()
 
 
-def stamp_ns(msg: Any) -> int:
-    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
-
-
 def frame_rgb(source: BagSource, frame: BagImage, max_pixels: int) -> np.ndarray:
     """``(H, W, 3)`` uint8 RGB of a recorded image, decoded as the node decodes it."""
     msg = frame.msg
@@ -158,4 +200,4 @@ def frame_rgb(source: BagSource, frame: BagImage, max_pixels: int) -> np.ndarray
                             max_pixels=max_pixels)
     except ImageDecodeError as exc:
         raise FrameError(f"bag {source.path}, topic {source.topic}, frame {frame.index} "
-                         f"(stamp {format_stamp(stamp_ns(msg))}): cannot decode the image: {exc}") from None
+                         f"(stamp {format_stamp(stamp_ns(msg.header.stamp))}): cannot decode the image: {exc}") from None

@@ -21,6 +21,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
+from seg_perception.core.stamps import NS_PER_SEC
 from seg_perception.regression.golden import RunWriter, sha256_of
 from seg_perception.regression.messages import (
     INSTANCE_ARRAY, MODEL_INFO, OUTPUT_TOPICS, POSE_KEYPOINTS_ARRAY, frame_from_instance_array,
@@ -59,7 +60,11 @@ def run_through_ros(
     domain_id: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay ``sources`` into a fresh node; write its outputs through ``writer``.
+    """Replay each of ``sources`` into a fresh node; write its outputs through ``writer``.
+
+    Recordings are independent units, as in the offline run: each gets a node of its own
+    (so its tracker and track ids start afresh); the node's log of recording i > 0 goes
+    to ``log_path`` with ``.i`` before the suffix.
 
     ``values`` are the effective parameters (params file + overrides), used for
     decoding checks; ``overrides`` go to the node as ``-p name:=value`` on top of
@@ -80,7 +85,9 @@ def run_through_ros(
     compressed = sources[0].compressed
     msg_type = CompressedImage if compressed else Image
     namespace = f"seg_regress_{os.getpid()}"
-    repo = Path(__file__).resolve().parents[2]
+    from seg_perception.resources import package_root
+
+    repo = package_root()  # the default params file comes from here (a params file is always given)
     spec = node_launch_spec({"namespace": namespace, "image": "camera/image", "camera_info": "camera/camera_info",
                              "params_file": str(params_file), "use_compressed": str(compressed).lower()}, repo)
     spec.overrides.update(overrides)
@@ -94,29 +101,31 @@ def run_through_ros(
         domain_id = int(os.environ.get("ROS_DOMAIN_ID") or random.randint(150, 220))
     os.environ["ROS_DOMAIN_ID"] = str(domain_id)  # rclpy.init below reads it from the environment
 
-    node = NodeProcess(spec, log_path, {"ROS_DOMAIN_ID": str(domain_id)})
-    player = None
-    try:
-        player = CameraAndConsumer(namespace=namespace, image_topic="camera/image",
-                                   camera_info_topic="camera/camera_info", compressed=compressed,
-                                   node_name=f"seg_regress_player_{os.getpid()}", clock_topic=clock_topic)
-        info = _wait_until_active(player, node, startup_timeout)
-        # The node publishes keypoints for models with keypoints, and the grasp set for all.
-        has_keypoints = bool(info.keypoint_names) or bool(values.get("publish_grasp_keypoints", True))
-        occurrences: dict[tuple[int, int], int] = {}
-        max_pixels = int(values["max_image_pixels"])
+    occurrences: dict[tuple[int, int], int] = {}
+    max_pixels = int(values["max_image_pixels"])
+    info = None
 
-        def checked(source: BagSource, digest: InputDigest) -> Iterator[tuple[_Sent, Any]]:
-            """What we keep of each frame that decodes locally, and its rclpy message."""
-            for frame in iter_frames(source):
-                digest.add(frame)
-                frame_rgb(source, frame, max_pixels)  # the same error as the offline run, naming the frame
-                m = frame.msg
-                sent = _Sent(frame.index, frame.timestamp_ns, (int(m.header.stamp.sec), int(m.header.stamp.nanosec)),
-                             str(m.header.frame_id), int(getattr(m, "width", 0)), int(getattr(m, "height", 0)))
-                yield sent, deserialize_message(frame.raw, msg_type)
+    def checked(source: BagSource, digest: InputDigest) -> Iterator[tuple[_Sent, Any]]:
+        """What we keep of each frame that decodes locally, and its rclpy message."""
+        for frame in iter_frames(source):
+            digest.add(frame)
+            frame_rgb(source, frame, max_pixels)  # the same error as the offline run, naming the frame
+            m = frame.msg
+            sent = _Sent(frame.index, frame.timestamp_ns, (int(m.header.stamp.sec), int(m.header.stamp.nanosec)),
+                         str(m.header.frame_id), int(getattr(m, "width", 0)), int(getattr(m, "height", 0)))
+            yield sent, deserialize_message(frame.raw, msg_type)
 
-        for source in sources:
+    for number, source in enumerate(sources):
+        log = log_path if number == 0 else log_path.with_suffix(f".{number}{log_path.suffix}")
+        node = NodeProcess(spec, log, {"ROS_DOMAIN_ID": str(domain_id)})
+        player = None
+        try:
+            player = CameraAndConsumer(namespace=namespace, image_topic="camera/image",
+                                       camera_info_topic="camera/camera_info", compressed=compressed,
+                                       node_name=f"seg_regress_player_{os.getpid()}", clock_topic=clock_topic)
+            info = _wait_until_active(player, node, startup_timeout)
+            # The node publishes keypoints for models with keypoints, and the grasp set for all.
+            has_keypoints = bool(info.keypoint_names) or bool(values.get("publish_grasp_keypoints", True))
             writer.add_bag(source.key, source.info())
             digest = InputDigest()
             published: list[_Sent] = []
@@ -124,8 +133,7 @@ def run_through_ros(
                 for sent, msg in checked(source, digest):
                     if clock_topic:
                         player.publish_clock(sent.bag_ns)
-                    # Wait for one more output with this stamp than before: recordings replayed
-                    # together may repeat stamps (the same recording in two storage formats).
+                    # Wait for one more output with this stamp than before: a stamp may repeat.
                     before = _count(player.received.instances, sent.stamp)
                     player.publish(msg)
                     arrived = player.wait_for(lambda r: _count(r.instances, sent.stamp) > before, timeout)
@@ -145,17 +153,17 @@ def run_through_ros(
                              on_publish=lambda _: progress(1) if progress is not None else None)
                 # Wait (up to `timeout`) for an output per published frame; the node may have dropped some.
                 wanted = Counter(sent.stamp for sent in published)
-                player.wait_for(lambda rec: all(_count(rec.instances, s) >= occurrences.get(s, 0) + n
-                                                for s, n in wanted.items()), timeout)
+                player.wait_for(lambda rec: all(_count(rec.instances, s) >= n for s, n in wanted.items()), timeout)
+            occurrences.clear()  # a new node's outputs: stamps count from zero again
             for sent in published:
                 _record(writer, player, source, sent, occurrences, has_keypoints, info, serialize_message,
                         first=sent is published[0])
             writer.set_bag_info(input_sha256=digest.hexdigest())
-        return _manifest_entries(info)
-    finally:
-        if player is not None:
-            player.close()
-        node.stop()
+        finally:
+            if player is not None:
+                player.close()
+            node.stop()
+    return _manifest_entries(info)
 
 
 def _wait_until_active(player: Any, node: Any, timeout: float) -> Any:
@@ -186,7 +194,7 @@ def _record(writer: RunWriter, player: Any, source: BagSource, sent: _Sent,
         writer.write_message(OUTPUT_TOPICS[MODEL_INFO], MODEL_INFO, bag_ns, serialize(info))
     result = player.instances_for(stamp, nth)
     if result is None:
-        writer.write_frame(FrameResult(source.key, sent.index, stamp[0] * 1_000_000_000 + stamp[1], bag_ns,
+        writer.write_frame(FrameResult(source.key, sent.index, stamp[0] * NS_PER_SEC + stamp[1], bag_ns,
                                        sent.frame_id, sent.width, sent.height, None))
         return
     writer.write_message(OUTPUT_TOPICS[INSTANCE_ARRAY], INSTANCE_ARRAY, bag_ns, serialize(result))

@@ -31,6 +31,17 @@ def choose_reliability(setting: str, offered: list[QoSReliabilityPolicy]) -> QoS
     return QoSReliabilityPolicy.BEST_EFFORT
 
 
+def rematch(setting: str, current: QoSReliabilityPolicy,
+            offered: list[QoSReliabilityPolicy]) -> QoSReliabilityPolicy | None:
+    """The reliability to resubscribe with now that the publishers offer ``offered``, or
+    None to keep ``current``: only in ``auto``, and only while some publisher is there
+    (a camera that went away does not change the subscription)."""
+    if setting != "auto" or not offered:
+        return None
+    wanted = choose_reliability("auto", offered)
+    return None if wanted == current else wanted
+
+
 def input_qos(reliability: QoSReliabilityPolicy, depth: int) -> QoSProfile:
     return QoSProfile(
         history=QoSHistoryPolicy.KEEP_LAST,

@@ -23,17 +23,15 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.subscription import Subscription
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from visualization_msgs.msg import MarkerArray
 
 from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
+from seg_perception.ros.inputs import CALLBACKS_GET_MESSAGE_INFO
 from seg_perception.ros.launch_args import NodeLaunchSpec
 
 
-# rclpy passes a MessageInfo (with source_timestamp) to two-argument callbacks since Jazzy.
-_CALLBACKS_GET_MESSAGE_INFO = hasattr(Subscription, "CallbackType")
 
 
 def prefer_shared_memory_for_large_samples() -> str | None:
@@ -128,9 +126,12 @@ class CameraAndConsumer:
                  compressed: bool = False,
                  camera_reliability: ReliabilityPolicy = ReliabilityPolicy.RELIABLE,
                  subscribe_debug_image: bool = False, subscribe_markers: bool = False, node_name: str = "seg_perception_player",
-                 clock_topic: str | None = None) -> None:
+                 clock_topic: str | None = None, model_info_topic: str = "model_info") -> None:
         """``clock_topic``: also publish ``rosgraph_msgs/Clock`` there (``publish_clock``),
-        for a node started with ``use_sim_time``; None publishes no clock."""
+        for a node started with ``use_sim_time``; None publishes no clock.
+        ``model_info_topic``: the node's one model_info (for one camera of a multi-camera
+        node the player's namespace is the camera's, e.g. ``/ns/front``, and model_info
+        is ``/ns/model_info``)."""
         self.context = Context()
         rclpy.init(context=self.context)
         self.node = Node(node_name, namespace=namespace, context=self.context)
@@ -145,7 +146,7 @@ class CameraAndConsumer:
         self.node.create_subscription(PoseKeypointsArray, "keypoints", self._on("keypoints"), 10)
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self.node.create_subscription(ModelInfo, "model_info", self._on("model_info"), latched)
+        self.node.create_subscription(ModelInfo, model_info_topic, self._on("model_info"), latched)
         self._outputs = ["instances", "keypoints"]
         if subscribe_debug_image:
             self._outputs.append("debug/image")
@@ -167,7 +168,7 @@ class CameraAndConsumer:
                 self.received.source_ns.setdefault(attr, []).append(now if source_ns is None else source_ns)
                 self._cond.notify_all()
 
-        if _CALLBACKS_GET_MESSAGE_INFO:
+        if CALLBACKS_GET_MESSAGE_INFO:
             return lambda msg, info: record(msg, info["source_timestamp"])
         return lambda msg: record(msg, None)
 

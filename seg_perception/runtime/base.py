@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +25,10 @@ class Backend(ABC):
 
     name: str = "base"
     precision: str = "fp32"
+    # What callers report (ModelInfo, the regression manifest) and where files that
+    # belong to the model are found (MaskIoU weights beside it): every backend sets both.
+    model_path: Path | None = None  # the file the backend loaded
+    device: Any = "cpu"  # where it runs: "cpu", "cuda", "cuda:N" (a torch.device for torch; str() it)
 
     def __init__(self, metadata: ModelMetadata) -> None:
         self.metadata = metadata

@@ -100,6 +100,8 @@ class OnnxRuntimeBackend(Backend):
         threads:    intra-op threads for the CPU provider; 0 lets ONNX Runtime decide.
         fp16:       let the TensorRT provider build FP16 engines.
         engine_cache_dir: where the TensorRT provider caches engines (default: beside the model).
+        device:     the device the caller asked for ("cpu", "cuda:N"), as reported in ModelInfo
+                    (``providers`` decides where the session runs).
 
     Raises ``BackendError`` naming the file if the model or its metadata is missing,
     corrupt, or does not match the contract (input name, dtype, static size; outputs).
@@ -116,8 +118,10 @@ class OnnxRuntimeBackend(Backend):
         *,
         fp16: bool = False,
         engine_cache_dir: str | Path | None = None,
+        device: str = "cpu",
     ) -> None:
         self.model_path = Path(model_path)
+        self.device = str(device)
         if not self.model_path.is_file():
             raise BackendError(f"ONNX model not found: {self.model_path}")
         if threads < 0:
@@ -137,7 +141,9 @@ class OnnxRuntimeBackend(Backend):
         self.providers: list[str] = list(self.session.get_providers())
         super().__init__(metadata if metadata is not None else self._load_metadata())
         trt = "TensorrtExecutionProvider" in self.providers
-        self.precision = "fp16" if (fp16 and trt) else "fp32"
+        # a quantized graph (seg-perception quantize) computes in its own precision on every provider
+        self.precision = self.metadata.precision if self.metadata.precision != "fp32" else (
+            "fp16" if (fp16 and trt) else "fp32")
         self._batch_dim = self._check_graph()
         self.output_names = [o.name for o in self.session.get_outputs() if o.name in set(required_outputs(self.metadata))]
 

@@ -44,6 +44,37 @@ def _resolve_device(device: str) -> torch.device:
     return dev
 
 
+def metadata_from_checkpoint(checkpoint: Any, path: Path) -> ModelMetadata:
+    """Model metadata of one of our training checkpoints (it names its architecture, builder arguments,
+    classes and keypoint tables), so ``model_path:=last.pth`` needs no JSON beside it.
+
+    A bare state dict (the official .pth files) names nothing: BackendError with the fix.
+    """
+    from seg_perception.models.export import metadata_for_model
+    from seg_perception.models.transform import input_normalisation
+
+    spec = checkpoint_model_spec(checkpoint)
+    if spec is None or not isinstance(checkpoint.get("class_names"), list):
+        raise BackendError(
+            f"model metadata not found for {path}: expected {metadata_path_for(path)}. The file is a bare state dict "
+            "that names neither its network nor its classes; export it once with `seg-perception export "
+            f"{path} --arch ARCH --classes coco` and use the .onnx (or its .json beside this file)")
+    architecture, kwargs = spec
+    if architecture not in MODEL_BUILDERS:
+        raise BackendError(f"{path}: unknown architecture {architecture!r}")
+    try:
+        model = build_model(architecture, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise BackendError(f"{path}: cannot build {architecture} with {kwargs}: {exc}") from None
+    mean, std = input_normalisation(model)
+    extra: dict[str, Any] = {"mean": mean, "std": std, "mask_crop": "box"}  # our trainer's mask loss
+    if checkpoint.get("class_keypoints"):
+        extra["class_keypoints"] = {str(c): [int(i) for i in ks] for c, ks in checkpoint["class_keypoints"].items()}
+    return metadata_for_model(model, path.stem, [str(c) for c in checkpoint["class_names"]],
+                              [str(k) for k in checkpoint.get("keypoint_names") or []],
+                              [(int(a), int(b)) for a, b in checkpoint.get("skeleton") or []], **extra)
+
+
 class TorchBackend(Backend):
     """Runs a ``.pth`` checkpoint (ours or an official YOLACT one) with PyTorch.
 
@@ -74,14 +105,20 @@ class TorchBackend(Backend):
         threads: int = 0,
     ) -> None:
         self.model_path = Path(model_path)
+        checkpoint: Any = None
         if metadata is None:
             sidecar = metadata_path_for(self.model_path)
-            if not sidecar.is_file():
-                raise BackendError(f"model metadata not found for {self.model_path}: expected {sidecar}")
-            try:
-                metadata = ModelMetadata.load(sidecar)
-            except (ValueError, OSError) as exc:
-                raise BackendError(f"bad model metadata {sidecar} for {self.model_path}: {exc}") from None
+            if sidecar.is_file():
+                try:
+                    metadata = ModelMetadata.load(sidecar)
+                except (ValueError, OSError) as exc:
+                    raise BackendError(f"bad model metadata {sidecar} for {self.model_path}: {exc}") from None
+            else:  # our training checkpoints carry everything the sidecar would say
+                try:
+                    checkpoint = read_checkpoint(self.model_path)
+                except CheckpointError as exc:
+                    raise BackendError(str(exc)) from None
+                metadata = metadata_from_checkpoint(checkpoint, self.model_path)
         super().__init__(metadata)
         self.device = _resolve_device(device)
         if (half or cuda_graphs) and self.device.type != "cuda":
@@ -93,7 +130,7 @@ class TorchBackend(Backend):
         self.cuda_graphs = cuda_graphs
 
         try:
-            checkpoint = read_checkpoint(self.model_path)
+            checkpoint = checkpoint if checkpoint is not None else read_checkpoint(self.model_path)
             model = self._build(checkpoint)
             load_state_dict_strict(model, state_dict_of(checkpoint, str(self.model_path)), str(self.model_path))
         except CheckpointError as exc:

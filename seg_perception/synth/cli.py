@@ -60,6 +60,7 @@ def _recording_parser(prog: str = "seg-perception generate-recording") -> argpar
     p.add_argument("--height", type=int, default=480, help="image height in pixels (default 480)")
     p.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage (default mcap)")
     p.add_argument("--gt", type=Path, default=None, help="ground-truth JSON path (default BAG/ground_truth.json)")
+    p.add_argument("--no-depth", action="store_true", help="colour and its camera_info only (no depth topics)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -76,7 +77,7 @@ def main_generate_recording(argv: list[str] | None = None) -> int:
         print(f"error: {args.bag} exists already; choose a new bag path", file=sys.stderr)
         return 2
     gt = write_recording(args.bag, args.seed, args.frames, args.fps, args.width, args.height,
-                         storage=args.storage, gt_path=args.gt, progress=not args.quiet)
+                         storage=args.storage, gt_path=args.gt, progress=not args.quiet, depth=not args.no_depth)
     print(f"wrote {args.frames} frames to {args.bag} ({args.storage}); ground truth {gt}")
     return 0
 

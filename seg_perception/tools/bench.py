@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,16 +27,22 @@ REPORT_VERSION = 1
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="seg-perception bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--bag", default=str(Path(__file__).resolve().parents[3] / "shared/data/hsr_people/hsr_people_mcap"),
-                   help="recording whose 640x480 frames are used (default: ../shared hsr_people)")
+    p.add_argument("--bag", default=None,
+                   help="recording whose 640x480 frames are used (default: ../shared hsr_people beside a checkout)")
     p.add_argument("--out", default="bench_output", help="directory for report.json and latency.png")
     p.add_argument("--threads", type=int, default=2, help="inference threads for every contender (default 2)")
     p.add_argument("--iterations", type=int, default=30, help="timed rounds per comparison (default 30)")
     p.add_argument("--node-seconds", type=float, default=30.0, help="measured seconds of each node run")
     p.add_argument("--camera-rate", type=float, default=30.0, help="camera rate for node runs (Hz)")
-    p.add_argument("--parts", default="backends,node,peers,post", help="comma-separated parts to run")
+    p.add_argument("--parts", default="backends,node,peers,post",
+                   help="comma-separated parts to run (also: multicam, several cameras in one node against "
+                        "separate nodes)")
+    p.add_argument("--camera-counts", default="1,2,4", help="camera counts of the multicam part (default 1,2,4)")
+    p.add_argument("--multicam-model", default="", help="ONNX model of the multicam part (default: the first model; "
+                   "export one with --dynamic-batch to batch the cameras in one network run)")
     p.add_argument("--models", default="", help="comma-separated subset of: shipped, yolact_resnet50, "
-                   "centermask_resnet50 (default: all available)")
+                   "centermask_resnet50 (default: all available); also maskrcnn_resnet50_fpn, "
+                   "maskrcnn_resnet50_fpn_v2, keypointrcnn_resnet50_fpn (torchvision's, ONNX at 640x480)")
     p.add_argument("--cache", default="build/bench_models", help="where random-weight models are exported")
     p.add_argument("--smoke", action="store_true", help="a few iterations of every part on small models")
     return p
@@ -73,6 +80,12 @@ def _models(args: argparse.Namespace) -> tuple[list, Path]:
     for architecture in ("yolact_resnet50", "centermask_resnet50"):
         if architecture in wanted:
             models.append(random_weight_model(architecture, cache))
+    from seg_perception.benchmark.models import torchvision_rcnn_model
+    from seg_perception.models.torchvision_rcnn import TORCHVISION_RCNN
+
+    for architecture in TORCHVISION_RCNN:  # opt-in: seconds per frame on CPU
+        if architecture in wanted:
+            models.append(torchvision_rcnn_model(architecture, cache))
     if not models:
         raise SystemExit(f"no model to benchmark among {sorted(wanted)}")
     return models, models[0].onnx
@@ -113,6 +126,12 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     if 100 in post:
         checks.append({"target": "post-processing >= 5x faster than naive at 100 instances",
                        "value": post[100]["speedup"], "ok": post[100]["speedup"] >= 5})
+    mrcnn = backend.get(("maskrcnn_resnet50_fpn", "onnxruntime"))
+    yolact = backend.get(("yolact_resnet50", "onnxruntime"))
+    if mrcnn and yolact:  # both through our exported-graph path, same run
+        ratio = yolact["throughput_hz"] / mrcnn["throughput_hz"]
+        checks.append({"target": "YOLACT-R50 >= 2x the frame rate of Mask R-CNN R50-FPN (ours, onnxruntime, CPU)",
+                       "value": round(ratio, 2), "ok": ratio >= 2})
     peers = {r["contender"].split(" ")[0]: r for r in report.get("peers", [])}
     if "yolact_resnet50" in peers and "maskrcnn_resnet50_fpn" in peers:
         ratio = peers["yolact_resnet50"]["throughput_hz"] / peers["maskrcnn_resnet50_fpn"]["throughput_hz"]
@@ -144,13 +163,22 @@ def plot_latencies(report: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.bag is None:
+        from seg_perception.resources import sample_recording
+
+        recording = sample_recording()
+        if recording is None:
+            print("error: no --bag given and no sample recording beside the package (../shared/data/hsr_people in "
+                  "a checkout); give a rosbag2 recording with 640x480 colour frames: --bag PATH", file=sys.stderr)
+            return 2
+        args.bag = str(recording)
     if args.smoke:
         args.iterations, args.node_seconds = 3, 3.0
     parts = set(args.parts.split(","))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
-    if "node" in parts:  # as the demo; FASTDDS_BUILTIN_TRANSPORTS=DEFAULT measures Fast DDS's defaults
+    if parts & {"node", "multicam"}:  # as the demo; FASTDDS_BUILTIN_TRANSPORTS=DEFAULT measures Fast DDS's defaults
         from seg_perception.ros.replay import prefer_shared_memory_for_large_samples
 
         prefer_shared_memory_for_large_samples()
@@ -181,11 +209,36 @@ def main(argv: list[str] | None = None) -> int:
                 report["node"].append({"model_key": model.name, **run})
         rows = [{**r, "p50_ms": r["latency"].get("p50_ms"), "p95_ms": r["latency"].get("p95_ms"),
                  "p99_ms": r["latency"].get("p99_ms")} for r in report["node"]]
+        for r in report["node"]:
+            stages = r.get("stages_ms", {})
+            names = [k[:-len("_p50_ms")] for k in stages if k.endswith("_p50_ms")]
+            _print_table(f"where a frame's time goes in the node ({r['model_key']}, ms)",
+                         [{"stage": n, "p50": stages.get(f"{n}_p50_ms"), "p95": stages.get(f"{n}_p95_ms")}
+                          for n in names], ["stage", "p50", "p95"])
         _print_table("node end to end (camera process -> node -> consumer process)", rows,
                      ["model_key", "camera_rate_hz", "node_input_rate_hz", "throughput_hz", "dropped_fraction", "p50_ms",
                       "p95_ms", "p99_ms", "node_internal_latency_p50_ms", "node_internal_latency_p95_ms",
                       "node_cpu_percent", "node_peak_rss_mb", "bytes_per_instances_msg",
                       "size_ratio_vs_full_frame_mono8"])
+    if "multicam" in parts:
+        from seg_perception.benchmark.multicam import bench_multicam, check_multicam_targets
+
+        counts = tuple(int(c) for c in args.camera_counts.split(","))
+        load_before = os.getloadavg()
+        with tempfile.TemporaryDirectory() as tmp:
+            mc_model = Path(args.multicam_model) if args.multicam_model else models[0].onnx
+            runs = bench_multicam(mc_model, Path(args.bag), counts, args.camera_rate, args.node_seconds,
+                                  args.threads, Path(tmp))
+        report["multicam"] = {"model": str(mc_model), "load_average_before": [round(x, 2) for x in load_before],
+                              "load_average_after": [round(x, 2) for x in os.getloadavg()], "runs": runs,
+                              "targets": check_multicam_targets(runs)}
+        rows = [{**r, "per_camera_hz": " ".join(f"{v['rate_hz']}" for v in r["per_camera"].values()),
+                 "p50_ms": " ".join(f"{v['p50_ms']}" for v in r["per_camera"].values()),
+                 "p95_ms": " ".join(f"{v['p95_ms']}" for v in r["per_camera"].values())} for r in runs]
+        _print_table(f"several cameras at {args.camera_rate} Hz: one node vs separate nodes ({mc_model.name}, "
+                     f"load {load_before[0]:.1f})", rows,
+                     ["layout", "cameras", "total_output_hz", "per_camera_hz", "p50_ms", "p95_ms",
+                      "fairness_min_over_max", "rss_total_mb", "cpu_percent"])
     if "peers" in parts:
         from seg_perception.benchmark.peers import bench_peers
 
@@ -203,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         _print_table("post-processing, 640x480, 138x138 prototypes (ms, p50)",
                      [{"instances": r["instances"], "ours": r["ours"]["p50_ms"], "naive": r["naive"]["p50_ms"],
                        "speedup": r["speedup"]} for r in report["post"]], ["instances", "ours", "naive", "speedup"])
-    report["targets"] = check_targets(report)
+    report["targets"] = check_targets(report) + report.get("multicam", {}).get("targets", [])
     if report["targets"]:
         _print_table("targets", report["targets"], ["target", "value", "ok"])
     plot_latencies(report, out / "latency.png")

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "soak": ("seg_perception.tools.soak", "main", "the node under a fast camera for a long time: latency, RSS, drops"),
     "export": ("seg_perception.tools.export", "main", "weights + metadata -> ONNX model and metadata JSON"),
     "engine": ("seg_perception.tools.engine", "main", "ONNX model -> TensorRT engine (FP16/INT8), cached per GPU/TensorRT"),
+    "quantize": ("seg_perception.tools.quantize", "main", "ONNX model -> FP16 or INT8 (Q/DQ) ONNX for TensorRT 8.6-11, accuracy-gated"),
     "synth-eval": ("seg_perception.tools.synth_eval", "main", "tracking / 3D accuracy against synthetic ground truth"),
     "generate-dataset": ("seg_perception.synth.cli", "main_generate_dataset", "synthetic RGB-D scenes as a COCO dataset"),
     "generate-recording": ("seg_perception.synth.cli", "main_generate_recording", "synthetic camera recording as a rosbag2 bag"),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from seg_perception.core.stamps import stamp_ns as header_stamp_ns
 
 NS = "/demo/camera"
 
@@ -64,10 +65,17 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
         raise RuntimeError(f"{bag}: no frames on the image topic")
     companions = read_companions(bag, frames)
     (out / "overlays").mkdir(parents=True)
-    spec = node_launch_spec({"params_file": args.params or str(repo / "config" / "seg_perception.yaml"),
+    from seg_perception.resources import default_params_file
+
+    spec = node_launch_spec({"params_file": args.params or str(default_params_file()),
                              "model_path": args.model, "backend": args.backend, "image": f"{NS}/image",
                              "camera_info": f"{NS}/camera_info", "depth": f"{NS}/depth",
                              "depth_camera_info": f"{NS}/depth/camera_info"}, repo)
+    # Lockstep playback sends each depth image just before its colour image; give it time to
+    # arrive (Jazzy's Fast DDS 2.14 delivered a 1.2 MB depth image later than the default
+    # 0.1 s on a busy machine). Where depth never matches (hsr_people's is 0.2 s off colour)
+    # this costs at most this long per frame.
+    spec.overrides["depth_wait"] = 0.5
     compressed = frames[0].msgtype.endswith("CompressedImage")
     node = NodeProcess(spec, out / "node.log")
     player = CameraAndConsumer(image_topic=f"{NS}/image", camera_info_topic=f"{NS}/camera_info",
@@ -96,7 +104,7 @@ def run_one(bag: str, out: Path, args: argparse.Namespace, repo: Path) -> DemoRe
                     print(f"  frame {frame.index}: no result within {args.timeout:.0f} s")
                     continue
                 result.latencies.append(time.monotonic() - t0)
-                stamp_ns = instances.header.stamp.sec * 1_000_000_000 + instances.header.stamp.nanosec
+                stamp_ns = header_stamp_ns(instances.header.stamp)
                 out_bag.write("/seg_perception/instances", "seg_perception/msg/InstanceArray", stamp_ns,
                               serialize_message(instances))
                 # Keypoints and the overlay travel on their own topics: wait for the same stamp.
@@ -160,13 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    repo = Path(__file__).resolve().parents[2]
+    from seg_perception.resources import package_root
+
+    repo = package_root()
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
     from seg_perception.ros.replay import prefer_shared_memory_for_large_samples
 
     transports = prefer_shared_memory_for_large_samples()
     if transports:
-        print(f"DDS: FASTDDS_BUILTIN_TRANSPORTS={transports} (large images through shared memory; README, Performance)")
+        print(f"DDS: FASTDDS_BUILTIN_TRANSPORTS={transports} (large images through shared memory; docs/performance.md)")
     status = 0
     for bag in args.bag:
         name = Path(bag).name.removesuffix(".mcap").removesuffix(".db3")

@@ -9,7 +9,13 @@ run with the same ONNX file, TensorRT version, GPU and precision reuses the engi
 calibration frames also recalibrates). The node's TensorRT backend checks the same
 record when it loads the engine.
 
-INT8 needs calibration frames: ``--calib-images DIR`` or ``--calib-bag BAG
+Precision in the ONNX (every TensorRT, and the only way on TensorRT 11): a graph written
+by ``seg-perception quantize`` (FP16, or INT8 with Q/DQ nodes; its metadata says which)
+is built as it is, with no --fp16/--int8 and no calibration. TensorRT 8.6 builds it
+with the matching builder flags, 10.x and 11.x as a strongly typed network.
+
+Builder-flag precision (TensorRT 8.6 and 10.x only): ``--fp16``, or ``--int8`` with
+calibration frames: ``--calib-images DIR`` or ``--calib-bag BAG
 [--calib-topic TOPIC]`` (``runtime.calibration``), calibrated with ``--calibrator
 entropy`` (default) or ``minmax``. The calibration cache (``--calib-cache``, default
 ``<model>.<calibrator>.calib``) is reused on rebuilds of the same ONNX file with the
@@ -22,6 +28,8 @@ Examples::
     seg-perception engine models/yolact_base.onnx --fp16
     seg-perception engine models/centermask_lite.onnx --int8 --calib-bag ../shared/data/hsr_people/hsr_people_mcap
     seg-perception engine model.onnx --fp16 --dla-core 0 --workspace 2048     # Jetson DLA, GPU fallback
+    seg-perception quantize model.onnx --precision int8 --calibration BAG -o model_int8.onnx
+    seg-perception engine model_int8.onnx                                    # TensorRT 8.6, 10.x, 11.x
 """
 
 from __future__ import annotations
@@ -61,6 +69,8 @@ class EnginePlan:
     calib_stride: int
     force: bool
     progress: bool
+    precision_in_graph: bool = False  # a quantized ONNX (metadata precision fp16/int8): no builder flags
+    max_batch: int = 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workspace", type=int, default=1024, metavar="MIB",
                         help="builder workspace limit in MiB (default 1024)")
     parser.add_argument("--dla-core", type=int, metavar="N", help="build for Jetson DLA core N (GPU fallback on)")
+    parser.add_argument("--max-batch", type=int, default=1, metavar="N",
+                        help="largest batch of an ONNX with a dynamic batch (export --dynamic-batch): the number of "
+                             "cameras one node serves (parameter cameras); default 1")
     parser.add_argument("--force", action="store_true",
                         help="rebuild even when the engine is up to date (and recalibrate when frames are given)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars (logs only)")
@@ -114,6 +127,17 @@ def plan_from_args(args: argparse.Namespace) -> EnginePlan:
         raise EngineToolError(f"--workspace must be positive (MiB), got {args.workspace}")
     if args.dla_core is not None and args.dla_core < 0:
         raise EngineToolError(f"--dla-core must be >= 0, got {args.dla_core}")
+    if args.max_batch < 1:
+        raise EngineToolError(f"--max-batch must be >= 1, got {args.max_batch}")
+    from seg_perception.core.metadata import ModelMetadata
+
+    try:
+        graph = ModelMetadata.load(metadata_path_for(onnx_path)).precision
+    except (ValueError, OSError) as exc:
+        raise EngineToolError(str(exc)) from None
+    if graph != "fp32" and (args.fp16 or args.int8):
+        raise EngineToolError(f"{onnx_path} is already a {graph} graph (seg-perception quantize): TensorRT builds "
+                              "the precision it carries; drop --fp16/--int8")
     calib_given = args.calib_images or args.calib_bag or args.calib_cache or args.calib_topic
     if calib_given and not args.int8:
         raise EngineToolError("--calib-* options only apply to --int8 builds")
@@ -135,11 +159,12 @@ def plan_from_args(args: argparse.Namespace) -> EnginePlan:
             )
     return EnginePlan(
         onnx_path=onnx_path, engine_path=engine_path,
-        precision="int8" if args.int8 else "fp16" if args.fp16 else "fp32",
+        precision="int8" if args.int8 else "fp16" if args.fp16 else graph,
         workspace_bytes=int(args.workspace) << 20, dla_core=args.dla_core, calibrator=args.calibrator,
         calib_images=args.calib_images, calib_bag=args.calib_bag, calib_topic=args.calib_topic,
         calib_cache=cache, calib_max_images=args.calib_max_images, calib_stride=args.calib_stride,
-        force=args.force, progress=not args.no_progress,
+        force=args.force, progress=not args.no_progress, precision_in_graph=graph != "fp32",
+        max_batch=args.max_batch,
     )
 
 
@@ -173,6 +198,9 @@ def run_plan(plan: EnginePlan) -> Path:
     except BackendError as exc:
         raise EngineToolError(f"cannot query TensorRT/the GPU: {exc}") from None
     current, reasons = engine_is_current(plan.engine_path, key)
+    built_for = _recorded_max_batch(plan.engine_path)
+    if current and built_for != plan.max_batch:
+        current, reasons = False, [f"built for batches up to {built_for}, --max-batch {plan.max_batch} asked"]
     if current and not plan.force:
         _say(f"{plan.engine_path} is up to date (TensorRT {key.tensorrt_version}, {key.gpu_name}, "
              f"{key.precision}); --force rebuilds it")
@@ -181,7 +209,7 @@ def run_plan(plan: EnginePlan) -> Path:
         _say(f"rebuilding: {reason}")
 
     stream = None
-    if plan.precision == "int8":
+    if plan.precision == "int8" and not plan.precision_in_graph:
         assert plan.calib_cache is not None
         if plan.force and plan.calib_cache.is_file() and (plan.calib_images or plan.calib_bag):
             _say(f"--force with calibration frames: recalibrating (discarding {plan.calib_cache})")
@@ -210,9 +238,9 @@ def run_plan(plan: EnginePlan) -> Path:
                 f"up to {plan.calib_max_images} frames from {plan.calib_images or plan.calib_bag}"))
     try:
         engine = build_engine(
-            plan.onnx_path, plan.engine_path, fp16=plan.precision == "fp16", workspace_bytes=plan.workspace_bytes,
-            int8=plan.precision == "int8", calibration=stream, calibrator=plan.calibrator, dla_core=plan.dla_core,
-            progress=plan.progress, log=_say,
+            plan.onnx_path, plan.engine_path, fp16=plan.precision == "fp16" and not plan.precision_in_graph, workspace_bytes=plan.workspace_bytes,
+            int8=plan.precision == "int8" and not plan.precision_in_graph, calibration=stream, calibrator=plan.calibrator, dla_core=plan.dla_core,
+            progress=plan.progress, log=_say, max_batch=plan.max_batch,
         )
     except (BackendError, CalibrationError) as exc:
         raise EngineToolError(str(exc)) from None
@@ -221,6 +249,18 @@ def run_plan(plan: EnginePlan) -> Path:
                                  len(stream.data.names))
     _say(f"run it: ros2 launch seg_perception seg_perception.launch.py model_path:={engine} backend:=tensorrt")
     return engine
+
+
+def _recorded_max_batch(engine_path: Path) -> int:
+    """The ``max_batch`` an existing engine's build record names (1 for older records or none)."""
+    import json
+
+    from seg_perception.runtime.engine_cache import engine_info_path
+
+    try:
+        return int(json.loads(engine_info_path(engine_path).read_text()).get("max_batch") or 1)
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -16,12 +16,18 @@ Examples::
     seg-perception export yolact_plus_resnet50_54_800000.pth --arch yolact_plus_resnet50 --classes coco
     seg-perception export centermask2-lite-V-19-eSE-FPN-ms-4x.pth --arch centermask_lite_vovnet19_slim_dw \\
         --classes coco --input-size 640x480 -o models/centermask_lite.onnx
+    seg-perception export --arch maskrcnn_resnet50_fpn --weights coco --input-size 640x480 -o models/maskrcnn.onnx
+    seg-perception export --arch keypointrcnn_resnet50_fpn --checkpoint kp.pth --mask-checkpoint mrcnn.pth
+
+torchvision's Mask R-CNN / Keypoint R-CNN (``models.torchvision_rcnn``) take ``--weights coco``
+(torchvision's weights API and torch hub cache) or ``--checkpoint`` (a torchvision state dict).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -121,8 +127,35 @@ def _checkpoint_classes(state: dict[str, Any]) -> int | None:
     return int(cls.shape[0]) if cls is not None else None
 
 
+# dbolya/yolact model-zoo file names (<config>_<epoch>_<iteration>.pth) -> the --arch values
+# that are that network. im700 and base hold the same tensors (only the input size and
+# anchors differ), so a strict load cannot tell them apart; the name can.
+_OFFICIAL_YOLACT_FILES: dict[str, tuple[str, ...]] = {
+    "yolact_base": ("yolact_base", "yolact_resnet101"),
+    "yolact_resnet50": ("yolact_resnet50",),
+    "yolact_im700": ("yolact_im700",),
+    "yolact_plus_base": ("yolact_plus_base", "yolact_plus_resnet101"),
+    "yolact_plus_resnet50": ("yolact_plus_resnet50",),
+}
+_OFFICIAL_NAME = re.compile(r"^(yolact_(?:plus_)?(?:base|resnet50|im700))_\d+_\d+\.pth$")
+
+
+def official_name_mismatch(weights: Path, arch: str) -> str | None:
+    """Why ``--arch`` cannot be the network of an official YOLACT file with this name, or None.
+
+    Only files that keep their model-zoo name (``yolact_im700_54_800000.pth``) are checked.
+    """
+    m = _OFFICIAL_NAME.match(weights.name)
+    if m is None or arch in _OFFICIAL_YOLACT_FILES[m.group(1)]:
+        return None
+    archs = " or ".join(f"--arch {a}" for a in _OFFICIAL_YOLACT_FILES[m.group(1)])
+    return (f"{weights} is the official {m.group(1)} checkpoint, not {arch} (same tensors would load, with the "
+            f"wrong input size and anchors); use {archs}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from seg_perception.models.registry import MODEL_BUILDERS  # noqa: F401  (listed in --help)
+    from seg_perception.models.torchvision_rcnn import MASK_ARCHITECTURES, TORCHVISION_RCNN
 
     parser = argparse.ArgumentParser(
         prog="seg-perception export",
@@ -131,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="architectures: " + ", ".join(sorted(MODEL_BUILDERS)),
     )
-    parser.add_argument("weights", type=Path, help="our checkpoint, an official YOLACT/YOLACT++ .pth, or a centermask2 .pth")
+    parser.add_argument("weights", type=Path, nargs="?",
+                        help="our checkpoint, an official YOLACT/YOLACT++ .pth, or a centermask2 .pth "
+                             "(torchvision architectures take --weights coco or --checkpoint instead)")
     parser.add_argument("--arch", help="network the weights belong to (required for official .pth files)")
     parser.add_argument("--classes", help="class names: 'coco' (the 80 COCO categories) or a file, one name per line")
     parser.add_argument("--keypoints", help="keypoint names: 'coco' (17 COCO person keypoints) or a file; "
@@ -147,6 +182,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-mask-rescoring", action="store_true",
                         help="YOLACT++: export without MaskIoU re-scoring (allows inputs below 256 px)")
     parser.add_argument("--no-check", action="store_true", help="skip running the graph once with ONNX Runtime")
+    tv = parser.add_argument_group(
+        "torchvision Mask R-CNN / Keypoint R-CNN (--arch " + ", ".join(TORCHVISION_RCNN) + ")")
+    tv.add_argument("--weights", dest="pretrained", choices=["coco"],
+                    help="torchvision's COCO weights through its weights API (downloaded once into the torch hub "
+                         "cache, hash-checked, with a progress bar)")
+    tv.add_argument("--checkpoint", type=Path, help="a torchvision state dict (.pth) of --arch")
+    tv.add_argument("--mask-arch", choices=list(MASK_ARCHITECTURES), default=MASK_ARCHITECTURES[0],
+                    help="Keypoint R-CNN: the Mask R-CNN whose mask head masks each person (default %(default)s)")
+    tv.add_argument("--mask-checkpoint", type=Path,
+                    help="Keypoint R-CNN with --checkpoint: the --mask-arch state dict (.pth)")
+    tv.add_argument("--max-detections", type=int, default=100,
+                    help="detections per image kept by the graph (torchvision's box_detections_per_img, default 100)")
+    tv.add_argument("--save-pth", action="store_true",
+                    help="also write OUT.pth (our checkpoint format) for the torch backend")
     return parser
 
 
@@ -169,6 +218,15 @@ def export_weights(args: argparse.Namespace) -> Path:
     if args.opset < MIN_OPSET:
         raise ExportError(f"--opset must be at least {MIN_OPSET} (GridSample, RoiAlign with half-pixel "
                           f"alignment and GroupNorm need it), got {args.opset}")
+    from seg_perception.models.torchvision_rcnn import TORCHVISION_RCNN
+
+    if args.arch in TORCHVISION_RCNN:
+        return export_torchvision(args)
+    if args.pretrained or args.checkpoint or args.mask_checkpoint or args.save_pth:
+        raise ExportError("--weights, --checkpoint, --mask-checkpoint and --save-pth are for --arch "
+                          + ", ".join(TORCHVISION_RCNN))
+    if args.weights is None:
+        raise ExportError("give the weights file to export (or --arch with --weights coco for torchvision models)")
     out = args.output or args.weights.with_suffix(".onnx")
     if out.suffix != ".onnx":
         raise ExportError(f"the output file must end in .onnx: {out}")
@@ -189,6 +247,9 @@ def export_weights(args: argparse.Namespace) -> Path:
             raise ExportError(f"{args.weights} is a {arch} checkpoint, not {args.arch}; drop --arch or fix it")
     elif args.arch:
         arch = args.arch
+        mismatch = official_name_mismatch(args.weights, arch)
+        if mismatch:
+            raise ExportError(mismatch)
     else:
         raise ExportError(f"{args.weights} is a bare state dict (as official .pth files are): say which network "
                           f"it is with --arch, one of: {', '.join(sorted(MODEL_BUILDERS))}")
@@ -208,7 +269,7 @@ def export_weights(args: argparse.Namespace) -> Path:
                           "give the class names the model was trained with")
     # Our training checkpoints carry their dataset's keypoint tables; flags override them.
     trained: dict[str, Any] = checkpoint if isinstance(checkpoint, dict) and spec is not None else {}
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"mask_crop": "box"} if trained else {}  # our trainer's mask loss crops at the box
     if args.keypoints:
         keypoints = read_name_list(args.keypoints, "keypoints", COCO_PERSON_KEYPOINTS)
     else:
@@ -226,6 +287,16 @@ def export_weights(args: argparse.Namespace) -> Path:
     kwargs = dict(kwargs)
     kwargs["num_classes"] = len(classes)
     kwargs["num_keypoints"] = len(keypoints)
+    # Our checkpoints record their size; official YOLACT weights were trained at one size (CenterMask's
+    # multi-scale training makes other sizes fine, so it is not warned about).
+    trained_size = kwargs.get("input_size") or (trained_input_size(arch) if arch.startswith("yolact") else None)
+    if args.input_size and trained_size:
+        trained_hw = (tuple(trained_size) if isinstance(trained_size, (list, tuple))
+                      else (trained_size, trained_size))
+        if trained_hw != tuple(args.input_size):
+            _say(f"      WARNING: {args.weights.name} was trained at {trained_hw[1]}x{trained_hw[0]}; exported at "
+                 f"{args.input_size[1]}x{args.input_size[0]} its accuracy can collapse (box AP 0.70 -> 0.02 seen). "
+                 "Fine-tune at the new size first: seg-perception train --init-weights ... --input-size H W")
     if args.input_size:
         kwargs["input_size"] = args.input_size
     if args.no_mask_rescoring:
@@ -262,19 +333,127 @@ def export_weights(args: argparse.Namespace) -> Path:
     if rescoring:
         save_maskiou_weights(model, maskiou_path_for(out))
 
-    if args.no_check:
-        _say("[5/5] skipped the ONNX Runtime check (--no-check)")
-    else:
-        _say("[5/5] running the graph once with ONNX Runtime and PyTorch")
-        worst = check_against_torch(model, metadata, out)
-        _say(f"      largest output difference {worst:.2e}")
-        if not worst < 1e-2:
-            _say("      WARNING: ONNX Runtime and PyTorch disagree more than float rounding explains; "
-                 "compare the outputs before deploying this model")
+    _check_export(args, model, metadata, out)
     written = [out, out.with_suffix(".json")] + ([maskiou_path_for(out)] if rescoring else [])
     for path in written:
         _say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     _say(f"done in {time.monotonic() - started:.0f} s; next: seg-perception engine {out} --fp16")
+    return out
+
+
+def trained_input_size(arch: str) -> Any:
+    """The input size an architecture's builder defaults to: the size its official weights were trained at."""
+    import inspect
+
+    from seg_perception.models.registry import MODEL_BUILDERS
+
+    parameter = inspect.signature(MODEL_BUILDERS[arch]).parameters.get("input_size")
+    return None if parameter is None else parameter.default
+
+
+def _check_export(args: argparse.Namespace, model: Any, metadata: Any, out: Path) -> None:
+    """Step 5 of every export: the written graph once through ONNX Runtime against PyTorch."""
+    if args.no_check:
+        _say("[5/5] skipped the ONNX Runtime check (--no-check)")
+        return
+    _say("[5/5] running the graph once with ONNX Runtime and PyTorch")
+    worst = check_against_torch(model, metadata, out)
+    _say(f"      largest output difference {worst:.2e}")
+    if not worst < 1e-2:
+        _say("      WARNING: ONNX Runtime and PyTorch disagree more than float rounding explains; "
+             "compare the outputs before deploying this model")
+
+
+def _torchvision_state(path: Path, what: str) -> dict[str, Any]:
+    """A torchvision state dict read with weights_only; ExportError names the file."""
+    from seg_perception.models.checkpoint import CheckpointError, read_checkpoint, state_dict_of
+
+    if not path.is_file():
+        raise ExportError(f"{what} not found: {path}")
+    try:
+        return state_dict_of(read_checkpoint(path), str(path))
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+
+
+def export_torchvision(args: argparse.Namespace) -> Path:
+    """``--arch`` one of torchvision's R-CNNs: COCO weights or a state dict -> ONNX + metadata (+ .pth)."""
+    import torch
+
+    from seg_perception.core.metadata import COCO_CLASSES, COCO_PERSON_KEYPOINTS, COCO_PERSON_SKELETON
+    from seg_perception.models.checkpoint import CheckpointError, load_state_dict_strict, save_checkpoint
+    from seg_perception.models.export import export_onnx, metadata_for_model
+    from seg_perception.models.torchvision_rcnn import (
+        DEFAULT_INPUT_SIZE, TORCHVISION_RCNN, TorchvisionRCNN, WeightsUnavailable, load_coco_weights,
+    )
+
+    arch = args.arch
+    keypoint_model = TORCHVISION_RCNN[arch].keypoints
+    if args.weights is not None:
+        raise ExportError(f"--arch {arch} takes its weights from --weights coco or --checkpoint FILE, "
+                          f"not a positional file ({args.weights})")
+    if bool(args.pretrained) == bool(args.checkpoint):
+        raise ExportError(f"--arch {arch} needs exactly one of --weights coco or --checkpoint FILE.pth")
+    if args.mask_checkpoint and not (keypoint_model and args.checkpoint):
+        raise ExportError("--mask-checkpoint only goes with --arch keypointrcnn_resnet50_fpn --checkpoint")
+    if keypoint_model and args.checkpoint and not args.mask_checkpoint:
+        raise ExportError(f"Keypoint R-CNN has no mask head; its people get their masks from {args.mask_arch}: "
+                          "give its state dict with --mask-checkpoint FILE.pth (or use --weights coco)")
+    for flag, value in (("--classes", args.classes), ("--keypoints", args.keypoints), ("--skeleton", args.skeleton)):
+        if value not in (None, "coco"):
+            raise ExportError(f"{flag} {value}: torchvision's {arch} predicts the COCO names; drop {flag}")
+    if args.max_detections < 1:
+        raise ExportError(f"--max-detections must be >= 1, got {args.max_detections}")
+    inputs = {p.resolve() for p in (args.checkpoint, args.mask_checkpoint) if p is not None}
+    if args.save_pth and (args.output or Path(args.checkpoint or ".").with_suffix(".onnx")).with_suffix(".pth").resolve() in inputs:
+        raise ExportError("--save-pth would overwrite the input checkpoint; choose another -o")
+    default_out = Path(f"{arch}_coco.onnx" if args.pretrained else Path(args.checkpoint).with_suffix(".onnx"))
+    out = args.output or default_out
+    if out.suffix != ".onnx":
+        raise ExportError(f"the output file must end in .onnx: {out}")
+    started = time.monotonic()
+    torch.set_num_threads(max(1, min(4, torch.get_num_threads())))
+
+    _say("[1/5] reading the weights" + (" (torchvision's COCO weights API)" if args.pretrained else ""))
+    try:
+        if args.pretrained:
+            detector = load_coco_weights(arch)
+            masker = load_coco_weights(args.mask_arch) if keypoint_model else None
+        else:
+            detector = _torchvision_state(args.checkpoint, "checkpoint")
+            masker = _torchvision_state(args.mask_checkpoint, "mask checkpoint") if keypoint_model else None
+    except WeightsUnavailable as exc:
+        raise ExportError(str(exc)) from None
+    input_size = args.input_size or DEFAULT_INPUT_SIZE
+    _say(f"[2/5] building {arch}" + (f" + {args.mask_arch} for the masks" if keypoint_model else "")
+         + f", input {input_size[1]}x{input_size[0]}, {args.max_detections} detections")
+    model = TorchvisionRCNN(arch, input_size=input_size, mask_architecture=args.mask_arch,
+                            max_detections=args.max_detections)
+    _say("[3/5] loading the weights strictly")
+    source = "torchvision COCO weights" if args.pretrained else str(args.checkpoint)
+    try:
+        report = load_state_dict_strict(model, model.load_torchvision_state(detector, masker), source)
+    except CheckpointError as exc:
+        raise ExportError(str(exc)) from None
+    _say(f"      loaded {len(report.loaded)} tensors")
+    model.eval()
+
+    classes = ["person"] if keypoint_model else list(COCO_CLASSES)
+    keypoints = list(COCO_PERSON_KEYPOINTS) if keypoint_model else []
+    skeleton = list(COCO_PERSON_SKELETON) if keypoint_model else []
+    metadata = metadata_for_model(model, args.name or out.stem, classes, keypoints, skeleton)
+    _say(f"[4/5] exporting ONNX (opset {args.opset}, input {metadata.input_width}x{metadata.input_height}, roi outputs)")
+    try:
+        export_onnx(model, metadata, out, opset=args.opset, dynamic_batch=args.dynamic_batch)
+    except ValueError as exc:
+        raise ExportError(str(exc)) from None
+    written = [out, out.with_suffix(".json")]
+    if args.save_pth:
+        written.append(save_checkpoint(model, out.with_suffix(".pth"), {"class_names": classes}))
+    _check_export(args, model, metadata, out)
+    for path in written:
+        _say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    _say(f"done in {time.monotonic() - started:.0f} s")
     return out
 
 
@@ -314,7 +493,7 @@ def check_against_torch(model: Any, metadata: Any, onnx_path: Path) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not args.weights.exists():
+    if args.weights is not None and not args.weights.exists():
         parser.error(f"weights file not found: {args.weights}")
     try:
         export_weights(args)

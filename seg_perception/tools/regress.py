@@ -11,6 +11,8 @@ Exit status: 0 the outputs match the golden run within the tolerances (or a new
 golden run was written), 1 a regression was found, 2 an error (unreadable bag,
 missing topic, bad frame, missing golden run, model that does not load, ...).
 ``--update-golden`` replaces the golden run only after a complete, successful run.
+``--ray [ADDRESS]`` runs the recordings as tasks on a local Ray or a Ray cluster
+(``regression.distributed``), with the serial run's outputs, byte for byte.
 """
 
 from __future__ import annotations
@@ -40,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where this run goes: DIR/run (same format as a golden run) and DIR/report.json "
                         "(default: %(default)s; DIR/run is replaced)")
     p.add_argument("--report", default=None, metavar="PATH", help="JSON report path (default: OUT/report.json)")
-    p.add_argument("--topic", default=None, help="image topic (default: the only colour image topic of each bag)")
+    p.add_argument("--topic", default=None,
+                   help="image topic (default: the only colour image topic of each bag); several, comma-separated, "
+                        "or 'all' (every colour image topic) for a recording of several cameras: each camera is "
+                        "replayed, tracked and compared on its own")
     g = p.add_argument_group("model and parameters")
     g.add_argument("--params", default="", metavar="YAML",
                    help="the node's parameter file (default: the package's config/seg_perception.yaml)")
@@ -60,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to wait for an output (lockstep: per frame; timed: after the last frame)")
     r.add_argument("--domain-id", type=int, default=None,
                    help="ROS_DOMAIN_ID for the node and the player (default: $ROS_DOMAIN_ID, else a random one)")
+    ray = p.add_argument_group("on a Ray cluster (pip install 'seg_perception[fleet]')")
+    ray.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                     help="run the recordings as Ray tasks, each worker loading the model once: without ADDRESS on "
+                          "a local Ray started for this run, with it on that cluster (e.g. ray://head:10001, or "
+                          "auto for the cluster this machine belongs to); outputs are the serial run's, byte for "
+                          "byte. A recording right after --ray is a recording, not an address")
+    ray.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                     help="workers (model copies) to start (default: the CPUs of the local Ray or the cluster, "
+                          "divided by --ray-cpus-per-worker)")
+    ray.add_argument("--ray-cpus-per-worker", type=int, default=1, metavar="N",
+                     help="CPUs Ray reserves per worker; with threads=0 the backend uses that many (%(default)s)")
     rec = p.add_argument_group("outputs recorded on a robot")
     rec.add_argument("--recorded", action="append", default=[], metavar="OUTPUT_BAG",
                      help="instead of running the model, take the outputs `ros2 bag record` kept of the node while "
@@ -88,16 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def default_params_path() -> Path:
-    """The package's parameter file: the source tree, else the installed share directory."""
-    here = Path(__file__).resolve().parents[2] / "config" / "seg_perception.yaml"
-    if here.is_file():
-        return here
-    try:
-        from ament_index_python.packages import get_package_share_directory
+    """The package's parameter file (``resources``: the checkout's, else the installed share directory's)."""
+    from seg_perception.resources import default_params_file
 
-        return Path(get_package_share_directory("seg_perception")) / "config" / "seg_perception.yaml"
-    except Exception:
-        return here
+    return default_params_file()
 
 
 def effective_params(args: argparse.Namespace) -> tuple[Path, dict[str, Any], dict[str, Any]]:
@@ -105,7 +115,7 @@ def effective_params(args: argparse.Namespace) -> tuple[Path, dict[str, Any], di
     import yaml
 
     from seg_perception import params as param_specs
-    from seg_perception.pipeline import default_model_path
+    from seg_perception.pipeline import resolve_model_path
 
     params_file = Path(args.params) if args.params else default_params_path()
     values = param_specs.load_params_yaml(params_file)
@@ -123,8 +133,8 @@ def effective_params(args: argparse.Namespace) -> tuple[Path, dict[str, Any], di
         values = param_specs.validate({**values, **given})
     except ValueError as exc:
         raise ValueError(f"parameters: {exc}") from None
-    if not values["model_path"]:
-        values["model_path"] = str(default_model_path())
+    if not values["model_path"]:  # the manifest records the model actually run
+        values["model_path"] = str(resolve_model_path(values["model_path"]))
     return params_file, values, given
 
 
@@ -151,21 +161,12 @@ def _param_notes(golden: dict[str, Any], current: dict[str, Any]) -> list[str]:
 
 
 def _evaluate(run_dir: Path, annotations: str, class_names: list[str]) -> dict[str, Any]:
-    from seg_perception.evaluation.coco import align_images_to_frames, evaluate_detections, load_coco
+    from seg_perception.evaluation.evaluator import evaluate_stamped
     from seg_perception.regression.golden import load_run
 
-    coco = load_coco(annotations)
     run = load_run(run_dir)
-    frames = [f for key in run.frames for f in run.frames[key]]
-    pairs, notes = align_images_to_frames(coco, [(f.stamp_ns, f.width, f.height) for f in frames])
-    dropped = [i for i, pos in pairs.items() if frames[pos].detections is None]
-    if dropped:
-        notes.append(f"{len(dropped)} annotated frames had no output (dropped) and are not evaluated")
-    per_image = {i: frames[pos].detections for i, pos in pairs.items() if frames[pos].detections is not None}
-    result = evaluate_detections(per_image, coco, class_names)
-    result["notes"] = notes + result["notes"]
-    result["annotations"] = str(annotations)
-    return result
+    frames = [(f.stamp_ns, f.width, f.height, f.detections) for key in run.frames for f in run.frames[key]]
+    return evaluate_stamped(frames, annotations, class_names)
 
 
 def _ap_regressions(golden_eval: dict[str, Any] | None, current: dict[str, Any] | None, drop: float) -> list[str]:
@@ -214,11 +215,49 @@ def _write_report(path: Path, report: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def _check_ray_args(args: argparse.Namespace) -> None:
+    if args.through_ros or args.recorded:
+        raise ValueError("--ray runs the offline pipeline; it does not combine with --through-ros or --recorded")
+    if args.ray and Path(args.ray).exists():
+        raise ValueError(f"--ray={args.ray}: that is a file here, not a Ray cluster address (ray://HOST:10001, "
+                         "HOST:6379 or auto)")
+    if args.ray_workers is not None and args.ray_workers < 1:
+        raise ValueError(f"--ray-workers must be >= 1, got {args.ray_workers}")
+    if args.ray_cpus_per_worker < 1:
+        raise ValueError(f"--ray-cpus-per-worker must be >= 1, got {args.ray_cpus_per_worker}")
+
+
+def _run_on_ray(args: argparse.Namespace, sources: list[Any], values: dict[str, Any], writer: Any, run_dir: Path,
+                progress: Any, report: dict[str, Any]) -> dict[str, Any]:
+    """The offline run on Ray workers (``regression.distributed``); the manifest entries.
+
+    A failing recording raises its error (the first in command-line order) after the
+    other recordings were written to ``run_dir`` (left without a manifest: incomplete).
+    """
+    from seg_perception.regression.distributed import run_distributed
+
+    dist = run_distributed(sources, values, writer, address=args.ray or None, workers=args.ray_workers,
+                           cpus_per_worker=args.ray_cpus_per_worker, progress=progress,
+                           note=lambda line: print(line, file=sys.stderr))
+    report["ray"] = {"address": args.ray or "local", "workers": dist.workers, "model_loads": len(dist.model_loads),
+                     "timing": dist.timing, "recordings": dist.per_recording}
+    if dist.failures:
+        for extra in dist.failures[1:]:
+            print(f"error: {extra.error}", file=sys.stderr)
+        done = len(sources) - len(dist.failures)
+        if done:
+            print(f"note: the {done} other recording(s) finished; their outputs are in {run_dir} (an incomplete "
+                  "run: no manifest)", file=sys.stderr)
+        raise dist.failures[0].error
+    print(f"ray: {dist.workers} worker(s), {len(dist.model_loads)} model load(s)")
+    return dist.entries
+
+
 def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
     """The command's work; raises for errors (exit 2), returns 0 or 1."""
     from tqdm import tqdm
 
-    from seg_perception.regression.compare import Tolerances, compare_runs
+    from seg_perception.regression.compare import Tolerances, class_list_change, compare_runs, explain_low_scores
     from seg_perception.regression.golden import GoldenError, RunWriter, load_run, replace_golden, update_manifest
     from seg_perception.regression.report import summary_lines
     from seg_perception.regression.sources import inspect_bags
@@ -232,6 +271,8 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
         raise ValueError("--rate and --use-sim-time apply to --through-ros runs only")
     if args.recorded and args.through_ros:
         raise ValueError("--recorded takes outputs recorded elsewhere; it does not combine with --through-ros")
+    if args.ray is not None:
+        _check_ray_args(args)
     params_file, values, given = effective_params(args)
     sources = inspect_bags(args.bags, args.topic)
     keys = [s.key for s in sources]
@@ -271,6 +312,8 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
             from seg_perception.regression.recorded import run_recorded
 
             entries = run_recorded(sources, args.recorded, writer, progress=bar.update)
+        elif args.ray is not None:
+            entries = _run_on_ray(args, sources, values, writer, run_dir, bar.update, report)
         else:
             from seg_perception.pipeline import load_pipeline
             from seg_perception.regression.offline import backend_description, model_description, run_offline
@@ -309,6 +352,12 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
     if golden is not None:
         comparison = compare_runs(golden.frames, current.frames, tolerances)
         comparison.notes += _param_notes(golden.manifest, current.manifest)
+        class_change = class_list_change((golden.manifest.get("model") or {}).get("class_names"),
+                                         (current.manifest.get("model") or {}).get("class_names"))
+        if class_change:
+            comparison.problems.append(class_change)
+        if values and values.get("tracking_enabled") and not args.recorded:
+            explain_low_scores(comparison, float(values["score_threshold"]), float(values["tracking_low_score"]))
         ap_problems = _ap_regressions(golden.manifest.get("evaluation"), evaluation, args.ap_drop)
         report["comparison"] = comparison.to_dict()
         report["ap_regressions"] = ap_problems
@@ -338,7 +387,18 @@ def run(args: argparse.Namespace, report: dict[str, Any]) -> int:
     return code
 
 
+def _local_ray_before_bags(argv: list[str]) -> list[str]:
+    """``--ray BAG ...``: a recording right after ``--ray`` is a recording, not the cluster
+    address (argparse would take it as the address and then miss the recordings)."""
+    out = list(argv)
+    for i, arg in enumerate(out[:-1]):
+        if arg == "--ray" and not out[i + 1].startswith("-") and Path(out[i + 1]).exists():
+            out[i] = "--ray="
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = _local_ray_before_bags(sys.argv[1:] if argv is None else list(argv))
     args = build_parser().parse_args(argv)
     report_path = Path(args.report) if args.report else Path(args.out) / "report.json"
     report: dict[str, Any] = {"status": "error", "exit_code": EXIT_ERROR, "argv": list(sys.argv[1:] if argv is None else argv)}
@@ -350,12 +410,14 @@ def main(argv: list[str] | None = None) -> int:
         code = EXIT_ERROR
     except Exception as exc:  # every failure is exit 2 with one clear line; the golden run stays as it was
         from seg_perception.bags import BagError
+        from seg_perception.regression.distributed import DistributedRunError
         from seg_perception.regression.golden import GoldenError
         from seg_perception.regression.sources import FrameError
         from seg_perception.regression.through_ros import NodeRunError
         from seg_perception.runtime.base import BackendError
 
-        expected = (BagError, FrameError, GoldenError, NodeRunError, BackendError, ValueError, OSError)
+        expected = (BagError, FrameError, GoldenError, NodeRunError, BackendError, DistributedRunError, ValueError,
+                    OSError)
         kind = "" if isinstance(exc, expected) else f"{type(exc).__name__}: "
         print(f"error: {kind}{exc}", file=sys.stderr)
         if args.update_golden:

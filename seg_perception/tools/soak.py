@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from seg_perception.core.stamps import stamp_ns as header_stamp_ns
 
 
 def process_rss_bytes(pid: int) -> int:
@@ -132,7 +133,7 @@ def run_load(node_process: Any, player: Any, frames: list, rate_hz: float, durat
                 player.received.clear("instances")
                 player.received.clear("keypoints")
             for msg, sent_ns in new:  # the node's publish time where rclpy reports it, else receipt
-                stamp_ns = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+                stamp_ns = header_stamp_ns(msg.header.stamp)
                 report.ages_s.append((sent_ns - stamp_ns) / 1e9)
                 report.output_times.append(sent_ns / 1e9 - wall_start)
             if bar is not None and int(now - start) > bar.n:
@@ -206,8 +207,10 @@ def main(argv: list[str] | None = None) -> int:
     except BagError as exc:
         print(f"error: {exc}")
         return 2
-    repo = Path(__file__).resolve().parents[2]
-    spec = node_launch_spec({"params_file": args.params or str(repo / "config" / "seg_perception.yaml"),
+    from seg_perception.resources import default_params_file, package_root
+
+    repo = package_root()
+    spec = node_launch_spec({"params_file": args.params or str(default_params_file()),
                              "model_path": args.model, "image": "/soak/image"}, repo)
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(150, 220)))
     node = NodeProcess(spec, out / "node.log")

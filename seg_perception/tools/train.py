@@ -4,7 +4,7 @@ Configuration comes from flags, or from a small YAML file (``--config``) whose k
 are ``TrainConfig`` field names; flags given on the command line win over the file.
 The classes, keypoint names, skeleton and per-class keypoints come from the dataset.
 
-Example (the shipped model, see README "The shipped model")::
+Example (the shipped model, see docs/training.md)::
 
     seg-perception train --train build/data/synth_train/annotations.json \\
         --val build/data/synth_val/annotations.json --out build/train_default \\
@@ -46,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="data-loading worker processes (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", default=None, help="continue from OUT/checkpoints/last.pth")
+    p.add_argument("--overwrite", action="store_true", default=None,
+                   help="OUT holds an earlier run: delete its checkpoints, log and curves and start afresh")
     p.add_argument("--init-weights", help="start from this checkpoint of ours (fine-tuning: tensors whose name and "
                    "shape match are copied, a new schedule starts)")
     p.add_argument("--export", dest="export_path", help="write the trained model as ONNX (+ .json) here")
@@ -84,12 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from seg_perception.evaluation.coco import AnnotationError
     from seg_perception.models.checkpoint import CheckpointError
-    from seg_perception.training.trainer import train
+    from seg_perception.training.trainer import OutputDirError, train
 
     try:
         summary = train(config)
-    except CheckpointError as exc:
+    except (CheckpointError, AnnotationError, OutputDirError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary, indent=2, default=str))

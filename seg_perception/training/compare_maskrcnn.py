@@ -4,9 +4,9 @@
 trains ``torchvision.models.detection.MaskRCNN`` from scratch (no pretrained weights,
 like the shipped model) on the synthetic training set with the same augmentation,
 then measures mask/box AP on the first ``--eval-images`` validation images with the
-same evaluator (``evaluation.coco.evaluate_detections``) and its CPU frames per second.
+same evaluator (``evaluation.evaluator``) and its CPU frames per second.
 ``--checkpoint`` evaluates one of our YOLACT checkpoints the same way (torch, same
-images), so both sides of the README table come from one protocol.
+images), so both sides of the table in docs/training.md come from one protocol.
 
 The backbone is a ResNet-18 FPN by default (``--backbone resnet50`` for the standard
 ``maskrcnn_resnet50_fpn`` layout): from scratch on a CPU in minutes the ResNet-50 would
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("build/compare"))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from seg_perception.training.trainer import evaluate_predictor
+    from seg_perception.training.trainer import evaluate_on_dataset
 
     args.out.mkdir(parents=True, exist_ok=True)
     result: dict[str, Any] = {}
@@ -136,14 +136,14 @@ def main(argv: list[str] | None = None) -> int:
         load_state_dict_strict(model, state_dict_of(ckpt, args.checkpoint), args.checkpoint)
         model.eval()
         info = CocoInstanceDataset(args.val).info
-        ev = evaluate_predictor(torch_predictor(model, info), args.val, args.eval_images, info.keypoint_sigmas or None)
+        ev = evaluate_on_dataset(torch_predictor(model, info), args.val, args.eval_images, info.keypoint_sigmas or None)
         result["yolact"] = {"checkpoint": args.checkpoint, "iteration": ckpt.get("iteration"),
                             "train_minutes": float(ckpt.get("elapsed_s", 0.0)) / 60,
                             "mask_AP": ev["segm"]["AP"], "box_AP": ev["bbox"]["AP"], "fps_torch": ev["fps"]}
         print(json.dumps(result["yolact"]))
     if args.minutes > 0:
         model, stats = train_maskrcnn(args.train, args.minutes, backbone=args.backbone)
-        ev = evaluate_predictor(maskrcnn_predictor(model), args.val, args.eval_images)
+        ev = evaluate_on_dataset(maskrcnn_predictor(model), args.val, args.eval_images)
         result["maskrcnn"] = {"backbone": args.backbone, **stats, "mask_AP": ev["segm"]["AP"],
                               "box_AP": ev["bbox"]["AP"], "fps_torch": ev["fps"]}
         print(json.dumps(result["maskrcnn"]))

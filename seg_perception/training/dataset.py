@@ -20,7 +20,6 @@ carries one (the synthetic data's per-class keypoint subsets).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -69,6 +68,26 @@ def read_dataset_info(doc: dict[str, Any]) -> DatasetInfo:
     )
 
 
+BACKGROUND_CATEGORY = "_background_"
+
+
+def drop_background_category(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The document without labelme's ``_background_`` category (and its annotations), and a note.
+
+    labelme's COCO export declares the unlabelled area as a category; trained as a class
+    it would be a class of its own that the model learns to "detect".
+    """
+    background = {c["id"] for c in doc.get("categories", []) if c.get("name") == BACKGROUND_CATEGORY}
+    if not background:
+        return doc, []
+    anns = doc.get("annotations", [])
+    kept = [a for a in anns if a.get("category_id") not in background]
+    note = (f"category '{BACKGROUND_CATEGORY}' (labelme's unlabelled area) is not trained as a class"
+            + (f"; its {len(anns) - len(kept)} annotations were dropped" if len(kept) != len(anns) else ""))
+    return ({**doc, "categories": [c for c in doc["categories"] if c["id"] not in background], "annotations": kept},
+            [note])
+
+
 def decode_segmentation(seg: Any, height: int, width: int) -> np.ndarray:
     """A COCO ``segmentation`` (compressed/uncompressed RLE or polygons) -> ``(H, W)`` uint8 0/1."""
     from pycocotools import mask as mask_utils
@@ -93,8 +112,12 @@ class CocoInstanceDataset(Dataset):
 
     def __init__(self, annotation_file: str | Path, root: str | Path | None = None, transform: Any = None,
                  max_images: int | None = None) -> None:
+        from seg_perception.evaluation.coco import normalise_annotations, read_annotation_file
+
         self.annotation_file = Path(annotation_file)
-        doc = json.loads(self.annotation_file.read_text())
+        doc, self.notes = normalise_annotations(read_annotation_file(self.annotation_file))
+        doc, background_notes = drop_background_category(doc)
+        self.notes += background_notes
         self.root = Path(root) if root is not None else self.annotation_file.parent
         self.info = read_dataset_info(doc)
         self.transform = transform
@@ -108,6 +131,18 @@ class CocoInstanceDataset(Dataset):
             if ann["image_id"] in by_image and ann["category_id"] in self._label_of:
                 by_image[ann["image_id"]].append(ann)
         self.annotations = by_image
+        used = {ann["category_id"] for anns in by_image.values() for ann in anns}
+        empty = [n for n, cid in zip(self.info.class_names, self.info.category_ids) if cid not in used]
+        if empty:
+            self.notes.append(f"{len(empty)} of {len(self.info.class_names)} classes have no annotation in "
+                              f"{self.annotation_file} and are trained as never present: {', '.join(empty)}")
+        self._doc_images = images
+
+    def require_images(self) -> None:
+        """AnnotationError naming the first missing image (checked before training starts)."""
+        from seg_perception.evaluation.coco import require_images
+
+        require_images(self.annotation_file, {"images": self._doc_images}, self.root)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -163,4 +198,4 @@ def collate(batch: list[dict[str, Any]]) -> tuple[torch.Tensor, list[dict[str, A
     return images, targets
 
 
-__all__ = ["DatasetInfo", "read_dataset_info", "decode_segmentation", "CocoInstanceDataset", "collate"]
+__all__ = ["DatasetInfo", "read_dataset_info", "drop_background_category", "decode_segmentation", "CocoInstanceDataset", "collate"]

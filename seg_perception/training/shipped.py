@@ -1,9 +1,9 @@
-"""How the shipped default model is made and measured (README "The shipped model").
+"""How the shipped default model is made and measured (docs/models.md, docs/training.md).
 
 ``python -m seg_perception.training.shipped record [--model M] [--val DIR]`` evaluates
 the model on the held-out synthetic validation set (generated from ``VAL_SEED`` when
 ``DIR`` lacks it) and on its first ``CI_SUBSET`` images, and writes the figures to
-``<model>.eval.json``, which ``test/test_shipped_model.py`` checks against.
+``<model>.eval.json``, which ``test/training/test_shipped_model.py`` checks against.
 
 ``python -m seg_perception.training.shipped weights --checkpoint RUN/checkpoints/last.pth``
 writes the run's weights without its optimiser state, with the shipped model's class
@@ -31,7 +31,8 @@ TOLERANCE = 0.03  # mask AP the CI test tolerates below the recorded subset figu
 def record(model: Path, val_dir: Path, threads: int = 2) -> dict:
     """Evaluate ``model`` on the validation set and its CI subset; write and return the record."""
     from seg_perception.synth import write_coco_dataset
-    from seg_perception.tools.evaluate import dataset_frames, evaluate_frames, load_evaluation_pipeline
+    from seg_perception.evaluation.evaluator import dataset_frames, evaluate_model
+    from seg_perception.pipeline import load_evaluation_pipeline
 
     annotations = val_dir / "annotations.json"
     if not annotations.exists():
@@ -47,7 +48,7 @@ def record(model: Path, val_dir: Path, threads: int = 2) -> dict:
     for key, n in (("full", VAL_IMAGES), ("ci_subset", CI_SUBSET)):
         pipeline = load_evaluation_pipeline(model, threads=threads)
         try:
-            report = evaluate_frames(pipeline, dataset_frames(annotations, n), annotations)
+            report = evaluate_model(pipeline, dataset_frames(annotations, n), annotations)
         finally:
             pipeline.close()
         out[key] = {"num_images": report["images"], "segm": report["segm"], "bbox": report["bbox"],
@@ -88,9 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--val", type=Path, default=Path("build/data/synth_val"), help="validation set directory")
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    from seg_perception.pipeline import default_model_path
+    from seg_perception.pipeline import resolve_model_path
 
-    model = args.model or default_model_path()
+    model = resolve_model_path(args.model)
     if args.command == "weights":
         if args.checkpoint is None:
             p.error("weights needs --checkpoint")

@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from seg_perception.evaluation.evaluator import dataset_frames, evaluate_predictor
+from seg_perception.models.transform import IMAGENET_MEAN, IMAGENET_STD, input_normalisation
 from seg_perception.training.augment import EvalResize, TrainAugment
 from seg_perception.training.centermask_losses import CenterMaskLossConfig, centermask_losses
-from seg_perception.training.dataset import CocoInstanceDataset, DatasetInfo, collate
+from seg_perception.training.dataset import CocoInstanceDataset, DatasetInfo, collate, drop_background_category
 from seg_perception.training.losses import YolactLossConfig, yolact_losses
 
-IMAGENET_MEAN = (123.68, 116.78, 103.94)  # RGB, 0-255 (ModelMetadata's defaults)
-IMAGENET_STD = (58.40, 57.12, 57.38)
 
 
 @dataclass
@@ -77,6 +77,7 @@ class TrainConfig:
     workers: int = 1
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False  # train into an out_dir that holds an earlier run, replacing its files
     init_weights: str | None = None  # our checkpoint to start from (fine-tuning); ignored when resuming
     export_path: str | None = None
     model_name: str = "seg_perception_model"
@@ -104,19 +105,6 @@ def lr_factor(it: int, total: int, warmup: int, schedule: str, time_fraction: fl
     if schedule == "step":
         return 1.0 if progress < 2 / 3 else 0.1 if progress < 8 / 9 else 0.01
     return 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def input_normalisation(model: nn.Module) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """RGB mean and std (0-255) the model expects: its ``input_mean``/``input_std`` if it declares
-    them (detectron2's for CenterMask, which its checkpoints were trained with), else ImageNet's.
-
-    Training, ``torch_predictor`` and the export must agree, or the ONNX graph would
-    normalise differently from what the weights learnt.
-    """
-    mean = getattr(model, "input_mean", None)
-    std = getattr(model, "input_std", None)
-    return (tuple(float(v) for v in (mean if mean is not None else IMAGENET_MEAN)),
-            tuple(float(v) for v in (std if std is not None else IMAGENET_STD)))
 
 
 def normalise(images: Tensor, device: torch.device, mean: tuple[float, ...] = IMAGENET_MEAN,
@@ -164,7 +152,8 @@ def loss_function(model: nn.Module, config: TrainConfig) -> Callable[[Tensor, li
 def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float = 0.05) -> Callable[[np.ndarray], Any]:
     """``rgb (H, W, 3) uint8 -> Detections`` with the torch model and the node's post-processing.
 
-    Used for the AP curve during training; ``tools.evaluate`` uses the ONNX pipeline instead.
+    Used for the AP curve during training (``evaluation.evaluator``); ``seg-perception evaluate``
+    scores the ONNX pipeline instead.
     """
     from seg_perception.core.keypoints import class_keypoint_table
     from seg_perception.core.postprocess import PostprocessParams, postprocess_yolact
@@ -196,40 +185,17 @@ def torch_predictor(model: nn.Module, info: DatasetInfo, score_threshold: float 
     return predict
 
 
-def evaluate_predictor(predict: Callable[[np.ndarray], Any], annotations: str | Path, max_images: int | None = None,
-                       keypoint_sigmas: list[float] | None = None, return_detections: bool = False) -> dict[str, Any]:
-    """COCO metrics of ``predict`` on the first ``max_images`` images of a COCO dataset.
+def evaluate_on_dataset(predict: Callable[[np.ndarray], Any], annotations: str | Path, max_images: int | None = None,
+                        keypoint_sigmas: list[float] | None = None) -> dict[str, Any]:
+    """COCO metrics of ``predict`` on the first ``max_images`` images of a COCO dataset, by the
+    one evaluator (``evaluation.evaluator``), with the dataset's classes as training numbers
+    them (category order, labelme's ``_background_`` dropped)."""
+    from seg_perception.evaluation.coco import read_annotation_file
 
-    Images are read from disk as the node would receive them (RGB, source size); the
-    metrics come from ``evaluation.coco.evaluate_detections``. Adds ``fps`` (frames per
-    second of ``predict``, pre- and post-processing included).
-    """
-    import cv2
-
-    from seg_perception.evaluation.coco import evaluate_detections, load_coco
-
-    annotations = Path(annotations)
-    doc = json.loads(annotations.read_text())
-    info_sigmas = keypoint_sigmas or doc.get("keypoint_sigmas") or None
-    images = sorted(doc["images"], key=lambda im: im["id"])[:max_images]
-    coco = load_coco(doc)
+    doc, _ = drop_background_category(read_annotation_file(annotations))
     class_names = [c["name"] for c in sorted(doc["categories"], key=lambda c: c["id"])]
-    dets = {}
-    elapsed = 0.0
-    for img in images:
-        bgr = cv2.imread(str(annotations.parent / img["file_name"]), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"image {img['file_name']} of {annotations} is missing")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        t0 = time.perf_counter()
-        dets[int(img["id"])] = predict(rgb)
-        elapsed += time.perf_counter() - t0
-    result = evaluate_detections(dets, coco, class_names=class_names, keypoint_sigmas=info_sigmas)
-    result["fps"] = len(images) / elapsed if elapsed > 0 else None
-    if return_detections:
-        result["_detections"] = dets
-        result["_coco"] = coco
-    return result
+    return evaluate_predictor(predict, dataset_frames(Path(annotations), max_images), doc, class_names=class_names,
+                              keypoint_sigmas=keypoint_sigmas)
 
 
 def _save_curves(history: list[dict[str, Any]], out_dir: Path) -> None:
@@ -283,8 +249,18 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     """Run (or resume) training; returns a summary (iterations, minutes, last losses, last eval, paths)."""
     from seg_perception.models.checkpoint import read_checkpoint, save_checkpoint, state_dict_of
 
+    from seg_perception.evaluation.coco import read_annotation_file, require_images
+
     out_dir = Path(config.out_dir)
     ckpt_dir = out_dir / "checkpoints"
+    claim_output_dir(out_dir, config.resume, config.overwrite)
+    dataset = CocoInstanceDataset(config.train_annotations)
+    dataset.require_images()
+    if config.val_annotations and config.eval_images > 0:
+        require_images(config.val_annotations, read_annotation_file(config.val_annotations),
+                       max_images=config.eval_images)
+    for note in dataset.notes:
+        log(f"note: {note}")
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, config.threads))
     random.seed(config.seed)
@@ -292,7 +268,6 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     torch.manual_seed(config.seed)
     device = torch.device(config.device)
 
-    dataset = CocoInstanceDataset(config.train_annotations)
     info = dataset.info
     dataset.transform = TrainAugment(config.input_size, info.keypoint_names)
     generator = torch.Generator().manual_seed(config.seed)
@@ -328,6 +303,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
         log(init_from_checkpoint(model, config.init_weights, config.architecture))
     (out_dir / "config.json").write_text(json.dumps(asdict(config), indent=2) + "\n")
     budget_s = config.max_minutes * 60 if config.max_minutes else None
+    warmup = effective_warmup(config.warmup_iterations, total, log)
 
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t_start
@@ -350,8 +326,8 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
             return None
         model.eval()
         try:
-            res = evaluate_predictor(torch_predictor(model, info), config.val_annotations, config.eval_images,
-                                     info.keypoint_sigmas or None)
+            res = evaluate_on_dataset(torch_predictor(model, info), config.val_annotations, config.eval_images,
+                                      info.keypoint_sigmas or None)
         finally:
             model.train()
         entry = {"kind": "eval", "iteration": it, "segm": res["segm"], "bbox": res["bbox"],
@@ -375,7 +351,7 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     while it < total:
         images, targets = next(batches)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * lr_factor(it, total, config.warmup_iterations, config.schedule,
+            group["lr"] = config.lr * lr_factor(it, total, warmup, config.schedule,
                                                 elapsed() / budget_s if budget_s else 0.0)
         losses = compute_losses(normalise(images, device, mean, std), targets)
         loss = sum(losses.values())
@@ -427,6 +403,44 @@ def train(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, 
     return summary
 
 
+# What a run writes into its out_dir (see the module docstring); an earlier run is recognised by these.
+RUN_FILES = ("config.json", "log.jsonl", "loss_curve.png", "ap_curve.png")
+
+
+class OutputDirError(ValueError):
+    """The output directory holds an earlier run that this one would overwrite."""
+
+
+def claim_output_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to train into a directory holding an earlier run unless resuming or told to overwrite.
+
+    Without this a second run appended to the first's log, replaced its ``last.pth`` and
+    curves, and a run that failed early still replaced its ``config.json``. With
+    ``overwrite`` the earlier run's files (and only those) are deleted.
+    """
+    ckpt_dir = out_dir / "checkpoints"
+    earlier = [out_dir / f for f in RUN_FILES if (out_dir / f).exists()]
+    earlier += sorted(ckpt_dir.glob("*.pth")) if ckpt_dir.is_dir() else []
+    if not earlier or resume:
+        return
+    if not overwrite:
+        raise OutputDirError(f"{out_dir} holds an earlier run ({', '.join(p.name for p in earlier[:4])}); "
+                             "continue it with --resume, replace it with --overwrite, or choose another --out")
+    for path in earlier:
+        path.unlink()
+
+
+def effective_warmup(warmup: int, total: int, log: Callable[[str], None] = print) -> int:
+    """The warm-up to use: ``warmup``, or a tenth of the run when ``warmup`` would take more than half of it
+    (a 100-iteration warm-up in a 60-iteration run never reaches the set learning rate)."""
+    if warmup <= total // 2:
+        return warmup
+    scaled = total // 10
+    log(f"note: warm-up of {warmup} iterations is longer than half the run ({total} iterations); "
+        f"using {scaled} (set --warmup to choose)")
+    return scaled
+
+
 def init_from_checkpoint(model: nn.Module, path: str | Path, architecture: str) -> str:
     """Start from another run's weights: every tensor whose name and shape match is copied.
 
@@ -457,7 +471,7 @@ def export_trained(model: nn.Module, info: DatasetInfo, path: str | Path, name: 
 
     mean, std = input_normalisation(model)
     metadata = metadata_for_model(model, name, info.class_names, info.keypoint_names, info.skeleton,
-                                  class_keypoints=info.class_keypoints, mean=mean, std=std)
+                                  class_keypoints=info.class_keypoints, mean=mean, std=std, mask_crop="box")
     return export_onnx(model.cpu().eval(), metadata, path)
 
 
@@ -468,4 +482,4 @@ def _seed_worker(worker_id: int) -> None:
 
 
 __all__ = ["TrainConfig", "lr_factor", "input_normalisation", "normalise", "build_model_for", "loss_function",
-           "torch_predictor", "evaluate_predictor", "train", "export_trained"]
+           "torch_predictor", "evaluate_on_dataset", "train", "export_trained"]

@@ -1,0 +1,157 @@
+"""The node's outputs: its lifecycle publishers and what one frame's result publishes.
+
+``OutputPublisher`` owns the publishers across the lifecycle (created on configure,
+``model_info`` latched on activate, destroyed on cleanup) and turns a
+``pipeline.ProcessedFrame`` into messages; the optional outputs (debug image, markers,
+point cloud, maps) are only computed while enabled and subscribed.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import numpy as np
+from rclpy.lifecycle import LifecycleNode
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointCloud2
+from visualization_msgs.msg import MarkerArray
+
+from seg_perception.core.drawing import draw_overlay
+from seg_perception.core.maps import class_map, instance_map
+from seg_perception.core.metadata import ModelMetadata
+from seg_perception.msg import InstanceArray, ModelInfo, PoseKeypointsArray
+from seg_perception.pipeline import ProcessedFrame, SegmentationPipeline
+from seg_perception.pipeline.depth import cloud_points
+from seg_perception.ros import conversions
+from seg_perception.ros.conversions import BUILDER
+from seg_perception.ros.visualization import detections_to_markers, intrinsics_or_guess
+
+
+class OutputPublisher:
+    """Publishes one camera's results on the node's output topics.
+
+    param:      reads a parameter's current value (``node.p``).
+    warn:       (problem kind, message) for a throttled warning.
+    prefix:     the camera's name, prefixing its topics (``front/instances``); "" for one camera.
+    model_info: this publisher owns the node's one ``model_info`` (the first camera's does).
+    """
+
+    def __init__(self, node: LifecycleNode, param: Callable[[str], Any], warn: Callable[[str, str], None],
+                 prefix: str = "", model_info: bool = True) -> None:
+        self._node = node
+        self._p = param
+        self._warn = warn
+        self._prefix = prefix
+        self._has_model_info = model_info
+        self._pubs: dict[str, Any] = {}
+
+    def topic(self, name: str) -> str:
+        return f"{self._prefix}/{name}" if self._prefix else name
+
+    def configure(self) -> None:
+        node = self._node
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        t = self.topic
+        self._pubs = {
+            "instances": node.create_lifecycle_publisher(InstanceArray, t("instances"), 10),
+            "keypoints": node.create_lifecycle_publisher(PoseKeypointsArray, t("keypoints"), 10),
+            "debug_image": node.create_lifecycle_publisher(Image, t("debug/image"), 2),
+            "markers": node.create_lifecycle_publisher(MarkerArray, t("debug/markers"), 2),
+            "points": node.create_lifecycle_publisher(PointCloud2, t("instances/points"), 2),
+            "instance_map": node.create_lifecycle_publisher(Image, t("instance_map"), 2),
+            "class_map": node.create_lifecycle_publisher(Image, t("class_map"), 2),
+        }
+        if self._has_model_info:  # one per node, not per camera: the model is shared
+            self._pubs["model_info"] = node.create_lifecycle_publisher(ModelInfo, "model_info", latched)
+
+    def activate(self, model: SegmentationPipeline) -> None:
+        """Latch ``model_info`` (the lifecycle publishers are active by now)."""
+        if "model_info" not in self._pubs:
+            return
+        backend = model.backend
+        header = BUILDER.header(self._node.get_clock().now().nanoseconds, "")
+        self._pubs["model_info"].publish(BUILDER.model_info(
+            model.metadata, backend.name, str(backend.device), backend.precision, str(backend.model_path), header))
+
+    def cleanup(self) -> None:
+        node = self._node
+        for pub in self._pubs.values():
+            node.destroy_lifecycle_publisher(pub) if hasattr(node, "destroy_lifecycle_publisher") \
+                else node.destroy_publisher(pub)
+        self._pubs = {}
+
+    def publish(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
+                times: dict[str, float] | None = None) -> None:
+        """Every output of one frame; the optional ones only while enabled and subscribed.
+        ``times`` receives the seconds spent building messages ("build") and in the
+        publishers' ``publish`` calls (serialisation and handing to DDS: "publish")."""
+        started = time.perf_counter()
+        sent = [0.0]
+        try:
+            self._publish(md, header, rgb, frame, _TimedPublishers(self._pubs, sent))
+        finally:
+            if times is not None:
+                times["publish"] = sent[0]
+                times["build"] = time.perf_counter() - started - sent[0]
+
+    def _publish(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
+                 pubs: "_TimedPublishers") -> None:
+        p = self._p
+        detections, grasp, frame3d, intrinsics = frame.detections, frame.grasp, frame.frame3d, frame.intrinsics
+        height, width = rgb.shape[:2]
+        d3 = frame3d.instances if frame3d is not None else None
+        instances, keypoints = BUILDER.detections(
+            detections, header, width, height, md, p("mask_encoding"), instances_3d=d3, grasp=grasp,
+            grasp_positions=frame3d.grasp if frame3d is not None else None,
+            grasp_valid=frame3d.grasp_valid if frame3d is not None else None)
+        pubs["instances"].publish(instances)
+        if md.num_keypoints or grasp is not None:
+            pubs["keypoints"].publish(keypoints)
+        if p("publish_debug_image") and pubs["debug_image"].get_subscription_count() > 0:
+            overlay = draw_overlay(rgb, detections, md.class_names, md.keypoint_names, md.skeleton,
+                                   keypoint_threshold=p("keypoint_score_threshold"),
+                                   ranges=np.linalg.norm(d3.centroids, axis=1) if d3 is not None else None)
+            pubs["debug_image"].publish(BUILDER.image(header, overlay, "rgb8"))
+        if p("publish_markers") and pubs["markers"].get_subscription_count() > 0:
+            k = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy) if intrinsics is not None \
+                else intrinsics_or_guess(None, width, height)
+            pubs["markers"].publish(detections_to_markers(
+                detections, header, md.class_names, md.skeleton, k, depth=p("marker_depth"),
+                keypoint_threshold=p("keypoint_score_threshold"), instances_3d=d3))
+        if (frame3d is not None and intrinsics is not None and p("publish_points")
+                and pubs["points"].get_subscription_count() > 0):
+            points = cloud_points(detections, frame3d.depth, intrinsics, frame3d.params,
+                                  p("points_stride"), frame.tracking)
+            pubs["points"].publish(conversions.points_to_cloud_msg(points, header))
+        if p("publish_instance_map") and pubs["instance_map"].get_subscription_count() > 0:
+            ids = instance_map(detections, height, width, untracked="skip" if frame.tracking else "index")
+            pubs["instance_map"].publish(conversions.map_image_msg(ids, header))
+        if p("publish_class_map") and pubs["class_map"].get_subscription_count() > 0:
+            try:
+                pubs["class_map"].publish(conversions.map_image_msg(class_map(detections, height, width), header))
+            except ValueError as exc:  # a model with more than 255 classes
+                self._warn("class_map", f"class_map not published: {exc}")
+
+
+class _TimedPublisher:
+    """A publisher whose ``publish`` calls add their seconds to a shared counter."""
+
+    def __init__(self, pub: Any, sent: list[float]) -> None:
+        self._pub, self._sent = pub, sent
+
+    def publish(self, msg: Any) -> None:
+        t0 = time.perf_counter()
+        self._pub.publish(msg)
+        self._sent[0] += time.perf_counter() - t0
+
+    def get_subscription_count(self) -> int:
+        return self._pub.get_subscription_count()
+
+
+class _TimedPublishers(dict):
+    """The publishers by key, each timed (``OutputPublisher.publish``'s "publish" stage)."""
+
+    def __init__(self, pubs: dict[str, Any], sent: list[float]) -> None:
+        super().__init__({k: _TimedPublisher(v, sent) for k, v in pubs.items()})
