@@ -155,27 +155,47 @@ class Companions:
     depth_camera_info: bytes | None = None
 
 
+def _shared_depth(a: str, b: str) -> int:
+    """How many leading name components topics ``a`` and ``b`` share (``/front/color/x``,
+    ``/front/depth/y``: 1), which tells the topics of one camera in a multi-camera bag."""
+    n = 0
+    for x, y in zip(a.strip("/").split("/"), b.strip("/").split("/")):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _closest(topics: list[str], to: str) -> str | None:
+    """The topic sharing the most leading components with ``to`` (ties: the first by name)."""
+    return max(sorted(topics), key=lambda t: _shared_depth(t, to), default=None)
+
+
 def read_companions(path: str | Path, frames: list[BagImage], max_offset_s: float = 0.5) -> list[Companions]:
     """For each colour frame, the depth image and camera infos nearest to it by header stamp.
 
     Topics are recognised by type and name: a depth topic is an Image topic with
-    "depth" in its name; its camera info shares the depth topic's namespace. The
-    messages keep their own stamps: the node decides whether depth is close enough.
+    "depth" in its name; its camera info shares the depth topic's namespace. In a
+    recording of several cameras each colour topic takes the depth and camera info
+    topics that share the most of its name (``/front/color/image_raw`` pairs with
+    ``/front/depth/image_raw``, not ``/left/...``). The messages keep their own stamps:
+    the node decides whether depth is close enough.
     """
+    colour = frames[0].topic if frames else ""
     with AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_KILTED)) as reader:
         by_topic: dict[str, list[tuple[int, bytes]]] = {}
-        wanted = [c for c in reader.connections if c.msgtype in ("sensor_msgs/msg/CameraInfo", "sensor_msgs/msg/Image")
-                  and c.topic != (frames[0].topic if frames else None)]
+        wanted = [c for c in reader.connections if c.topic != colour and (
+            c.msgtype == "sensor_msgs/msg/CameraInfo"
+            or (c.msgtype == "sensor_msgs/msg/Image" and "depth" in c.topic.lower()))]
         for conn, _, raw in reader.messages(connections=wanted):
             by_topic.setdefault(conn.topic, []).append((stamp_ns(reader.deserialize(raw, conn.msgtype).header.stamp), bytes(raw)))
         types = {c.topic: c.msgtype for c in wanted}
-    colour_ns = frames[0].topic.rsplit("/", 1)[0] if frames else ""
-    depth_topics = [t for t, m in types.items() if m.endswith("Image") and "depth" in t.lower()]
-    infos = [t for t, m in types.items() if m.endswith("CameraInfo")]
-    depth_topic = depth_topics[0] if depth_topics else None
+    colour_ns = colour.rsplit("/", 1)[0]
+    depth_topic = _closest([t for t, m in types.items() if m.endswith("Image")], colour)
     depth_ns = depth_topic.rsplit("/", 1)[0] if depth_topic else None
+    infos = [t for t, m in types.items() if m.endswith("CameraInfo")]
     colour_info = next((t for t in infos if t.rsplit("/", 1)[0] == colour_ns), None) or \
-        next((t for t in infos if "depth" not in t.lower()), None)
+        _closest([t for t in infos if "depth" not in t.lower()], colour)
     depth_info = next((t for t in infos if depth_ns and t.rsplit("/", 1)[0] == depth_ns), None)
 
     def nearest(topic: str | None, t: int) -> bytes | None:

@@ -81,3 +81,42 @@ def test_each_colour_frame_is_paired_with_its_depth_and_camera_info(hsr_bag):
         assert depth.encoding == "32FC1" and (depth.width, depth.height) == (640, 480)
         assert abs((depth.header.stamp.sec - frame.msg.header.stamp.sec)) <= 1
         assert info.header.frame_id and info.k[0] > 500
+
+
+def test_each_camera_of_a_multi_camera_recording_gets_its_own_depth_and_camera_info(tmp_path):
+    """Two cameras, each with camera_info and depth: a colour topic pairs with the topics
+    sharing most of its name, never with the other camera's."""
+    from seg_perception.bags import read_companions
+    from support.regress_testlib import image_msg, write_bag
+
+    t = typestore().types
+    messages = []
+    for camera, fx, metres in (("front", 500.0, 1.0), ("left", 600.0, 2.0)):
+        for k in range(3):
+            stamp = 1_000_000_000 * (k + 1)
+            header = t["std_msgs/msg/Header"](stamp=t["builtin_interfaces/msg/Time"](sec=k + 1, nanosec=0),
+                                              frame_id=camera)
+            rgb = np.full((4, 6, 3), k, np.uint8)
+            info = t["sensor_msgs/msg/CameraInfo"](
+                header=header, height=4, width=6, distortion_model="plumb_bob", d=np.zeros(5),
+                k=np.array([fx, 0, 3, 0, fx, 2, 0, 0, 1.0]), r=np.eye(3).ravel(), p=np.zeros(12),
+                binning_x=0, binning_y=0, roi=t["sensor_msgs/msg/RegionOfInterest"](
+                    x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            depth = t["sensor_msgs/msg/Image"](header=header, height=4, width=6, encoding="32FC1", is_bigendian=0,
+                                               step=24, data=np.full((4, 6), metres, np.float32).view(np.uint8).ravel())
+            messages += [(f"/{camera}/color/image_raw", "sensor_msgs/msg/Image", stamp, image_msg(rgb, stamp, camera)),
+                         (f"/{camera}/color/camera_info", "sensor_msgs/msg/CameraInfo", stamp, info),
+                         (f"/{camera}/depth/image_raw", "sensor_msgs/msg/Image", stamp, depth),
+                         (f"/{camera}/depth/camera_info", "sensor_msgs/msg/CameraInfo", stamp, info)]
+    bag = write_bag(tmp_path / "two_rgbd", messages)
+    store = typestore()
+    for camera, fx, metres in (("front", 500.0, 1.0), ("left", 600.0, 2.0)):
+        frames = list(read_images(bag, f"/{camera}/color/image_raw"))
+        pairs = read_companions(bag, frames)
+        assert len(pairs) == 3
+        for pair in pairs:
+            info = store.deserialize_cdr(pair.camera_info, "sensor_msgs/msg/CameraInfo")
+            depth = store.deserialize_cdr(pair.depth, "sensor_msgs/msg/Image")
+            depth_info = store.deserialize_cdr(pair.depth_camera_info, "sensor_msgs/msg/CameraInfo")
+            assert info.k[0] == depth_info.k[0] == fx and info.header.frame_id == camera
+            assert np.frombuffer(bytes(depth.data), np.float32).tolist() == [metres] * 24

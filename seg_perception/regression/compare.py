@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from seg_perception.core.masks import mask_iou
+from seg_perception.core.postprocess import box_iou
 from seg_perception.core.types import Detections
 from seg_perception.regression.records import FrameResult, format_stamp
 
@@ -120,28 +121,38 @@ class FrameComparison:
 
 
 def match_instances(golden: Detections, run: Detections, min_iou: float) -> list[tuple[int, int, float]]:
-    """Greedy one-to-one pairs ``(golden_index, run_index, iou)``, highest IoU first.
+    """Greedy one-to-one pairs ``(golden_index, run_index, mask_iou)``, best overlap first.
 
+    The overlap is the masks' IoU; for two instances whose masks are both empty (a
+    detection whose mask has no pixel) it is their boxes' IoU, and their mask IoU counts
+    as 1: the masks are equal, and the box says whether it is the same detection (with
+    mask IoU alone such an instance never matched itself, and an unchanged run was
+    reported as one instance lost and one added).
     Ties go to the pair of the same class, then to the lower indices, so the result
     does not depend on anything but the two inputs.
     """
+    empty_g = [not np.any(m.data) for m in golden.masks]
+    empty_r = [not np.any(m.data) for m in run.masks]
+    boxes = (box_iou(golden.boxes, run.boxes) if any(empty_g) and any(empty_r)
+             else np.zeros((len(golden), len(run))))
     candidates = []
     for g in range(len(golden)):
         for r in range(len(run)):
-            iou = mask_iou(golden.masks[g], run.masks[r])
-            if iou >= min_iou and iou > 0.0:
+            both_empty = empty_g[g] and empty_r[r]
+            overlap = float(boxes[g, r]) if both_empty else mask_iou(golden.masks[g], run.masks[r])
+            if overlap >= min_iou and overlap > 0.0:
                 same = int(golden.class_ids[g]) == int(run.class_ids[r])
-                candidates.append((-iou, not same, g, r))
+                candidates.append((-overlap, not same, g, r, 1.0 if both_empty else overlap))
     candidates.sort()
     used_g: set[int] = set()
     used_r: set[int] = set()
     pairs = []
-    for neg_iou, _, g, r in candidates:
+    for _, _, g, r, iou in candidates:
         if g in used_g or r in used_r:
             continue
         used_g.add(g)
         used_r.add(r)
-        pairs.append((g, r, -neg_iou))
+        pairs.append((g, r, iou))
     return pairs
 
 

@@ -67,6 +67,29 @@ def test_greedy_matching_takes_the_best_overlap_first():
     assert (g, r) == (0, 1) and iou == pytest.approx(0.98)
 
 
+def _emptied(d: Detections, index: int) -> Detections:
+    """``d`` with instance ``index``'s mask cleared (a detection whose mask has no pixel)."""
+    m = d.masks[index]
+    d.masks[index] = CroppedMask(m.x, m.y, np.zeros_like(m.data))
+    return d
+
+
+def test_an_instance_with_an_empty_mask_matches_itself_by_its_box():
+    """Seen in a real run: two byte-identical runs were reported as one instance lost and one
+    added, because an empty mask has mask IoU 0 with everything, itself included."""
+    result = compare_frame(frame(_emptied(dets(PERSON, BOTTLE), 1)), frame(_emptied(dets(PERSON, BOTTLE), 1)),
+                           Tolerances())
+    assert result.diffs == []
+    assert [(p.golden_index, p.run_index, p.iou) for p in result.pairs] == [(0, 0, 1.0), (1, 1, 1.0)]
+    # Elsewhere (box IoU below match_iou) it is another detection; against a real mask, no match.
+    moved = (1, 0.9, (500, 300, 540, 400))
+    result = compare_frame(frame(_emptied(dets(PERSON, BOTTLE), 1)), frame(_emptied(dets(PERSON, moved), 1)),
+                           Tolerances())
+    assert sorted(d.kind for d in result.diffs) == [ADDED, LOST]
+    result = compare_frame(frame(_emptied(dets(PERSON, BOTTLE), 1)), frame(dets(PERSON, BOTTLE)), Tolerances())
+    assert sorted(d.kind for d in result.diffs) == [ADDED, LOST]
+
+
 def test_a_missing_instance_is_lost_and_an_extra_one_added_naming_frame_and_instance():
     result = compare_frame(frame(dets(PERSON, BOTTLE), index=3), frame(dets(BOTTLE, (2, 0.5, (500, 300, 600, 400))), index=3),
                            Tolerances())

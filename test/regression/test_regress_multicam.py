@@ -9,24 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from support.regress_testlib import hsr_rgb_frames, image_msg, run_regress, write_bag
+from support.regress_testlib import FRONT, LEFT, run_regress, two_camera_bag
 
 pytest.importorskip("onnxruntime")
 
-FRONT, LEFT = "/front/color/image_raw", "/left/color/image_raw"
 FRONT_KEY, LEFT_KEY = "two_cameras__front_color_image_raw", "two_cameras__left_color_image_raw"
-
-
-def two_camera_bag(path: Path, left_image=lambda rgb: rgb[:, ::-1]) -> Path:
-    """The real recording's frames as the front camera and, mirrored, as the left camera."""
-    messages = []
-    for bag_ns, msg in hsr_rgb_frames():
-        rgb = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
-        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
-        messages.append((FRONT, "sensor_msgs/msg/Image", bag_ns, image_msg(rgb, stamp, "front")))
-        other = np.ascontiguousarray(left_image(rgb))
-        messages.append((LEFT, "sensor_msgs/msg/Image", bag_ns + 1_000_000, image_msg(other, stamp + 1000, "left")))
-    return write_bag(path, messages)
 
 
 @pytest.fixture(scope="module")

@@ -119,3 +119,18 @@ def hsr_golden(tmp_path_factory: pytest.TempPathFactory, known_answer_model: Pat
                  "--backend", "onnxruntime", "--update-golden", "--out", str(root / "out"), "--no-progress"])
     assert code == 0
     return root / "golden"
+
+
+FRONT, LEFT = "/front/color/image_raw", "/left/color/image_raw"
+
+
+def two_camera_bag(path: Path, left_image=lambda rgb: rgb[:, ::-1]) -> Path:
+    """The real recording's frames as the front camera and, mirrored, as the left camera."""
+    messages = []
+    for bag_ns, msg in hsr_rgb_frames():
+        rgb = np.asarray(msg.data, np.uint8).reshape(msg.height, msg.width, 3)
+        stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+        messages.append((FRONT, "sensor_msgs/msg/Image", bag_ns, image_msg(rgb, stamp, "front")))
+        other = np.ascontiguousarray(left_image(rgb))
+        messages.append((LEFT, "sensor_msgs/msg/Image", bag_ns + 1_000_000, image_msg(other, stamp + 1000, "left")))
+    return write_bag(path, messages)

@@ -13,10 +13,11 @@ from conftest import HSR_MCAP, REPO, ros_available
 pytestmark = pytest.mark.ros
 
 
-def _run_demo(bag, model, out, ros_domain: str) -> subprocess.CompletedProcess:
+def _run_demo(bag, model, out, ros_domain: str, *extra: str) -> subprocess.CompletedProcess:
     """``seg-perception demo`` in its own process, as a user runs it; it must succeed."""
     proc = subprocess.run(
-        [sys.executable, "-m", "seg_perception.tools.demo", "--bag", str(bag), "--model", str(model), "--out", str(out)],
+        [sys.executable, "-m", "seg_perception.tools.demo", "--bag", str(bag), "--model", str(model), "--out", str(out),
+         *extra],
         cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "ROS_DOMAIN_ID": ros_domain})
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
@@ -80,3 +81,36 @@ def test_demo_on_an_rgbd_recording_records_3d_boxes_and_keeps_track_ids(tmp_path
     assert len(bottle_ids) == 6 and bottle_ids[0] > 0 and len(set(bottle_ids)) == 1, bottle_ids
     assert cubes >= 6  # one 3D box per frame for the bottle at least
     assert "tracking:   " in proc.stdout
+
+
+def test_demo_runs_a_two_camera_recording_through_one_node(tmp_path, hsr_bag, known_answer_model, ros_domain):
+    """``--topic all``: one node with ``cameras: [front, left]``, each camera's outputs
+    recorded under its own name and drawn from its own images (left is mirrored)."""
+    from rosbags.highlevel import AnyReader
+
+    from seg_perception.bags import typestore
+    from support.regress_testlib import two_camera_bag
+
+    bag = two_camera_bag(tmp_path / "two_cameras")
+    out = tmp_path / "demo"
+    proc = _run_demo(bag, known_answer_model, out, ros_domain, "--topic", "all")
+    assert "cameras ['front', 'left']" in proc.stdout
+    for camera in ("front", "left"):
+        assert f"[{camera}] processed 5 of 5 frames" in proc.stdout
+        assert len(list((out / "overlays" / camera).glob("frame_*.png"))) == 5
+    boxes: dict[str, list] = {"front": [], "left": []}
+    with AnyReader([out / "outputs"], default_typestore=typestore()) as reader:
+        counts = {c.topic: c.msgcount for c in reader.connections}
+        assert counts == {f"/seg_perception/{c}/{t}": 5 for c in ("front", "left")
+                          for t in ("instances", "keypoints", "debug/markers")}
+        for conn, _, raw in reader.messages():
+            if conn.topic.endswith("/instances"):
+                msg = reader.deserialize(raw, conn.msgtype)
+                camera = conn.topic.split("/")[2]
+                assert msg.header.frame_id == camera
+                person = next(i for i in msg.instances if i.class_name == "person")
+                boxes[camera].append((person.bbox.center_x, person.bbox.size_x))
+    # The known-answer model's person box follows the brightest cell: mirrored image, mirrored box.
+    assert len(boxes["front"]) == len(boxes["left"]) == 5
+    for (fc, fw), (lc, lw) in zip(boxes["front"], boxes["left"]):
+        assert lw == fw and lc == 640 - fc
