@@ -70,8 +70,10 @@ class NodeProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         cmd = [sys.executable, "-m", "seg_perception.ros.node", *spec.ros_args()]
+        # faulthandler: a node that does not exit when told is sent SIGABRT (``stop``), and
+        # Python writes every thread's stack to the log first: where it hung.
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, **(env or {})})
+                                     env={**os.environ, "PYTHONFAULTHANDLER": "1", **(env or {})})
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -81,15 +83,20 @@ class NodeProcess:
         return self.log_path.read_text(errors="replace")[-chars:]
 
     def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> float:
-        """Signal the node and wait; return the seconds it took to exit."""
+        """Signal the node and wait; return the seconds it took to exit. One that has not
+        exited after ``timeout`` gets SIGABRT (its threads' stacks go to the log), then SIGKILL."""
         t0 = time.monotonic()
         if self.alive():
             self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.proc.send_signal(signal.SIGABRT)
+                try:
+                    self.proc.wait(timeout=5.0)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
         self._log.close()
         return time.monotonic() - t0
 
