@@ -215,19 +215,26 @@ COMPRESSED_CASES = {
 THROTTLE_S = 1.0  # the matrix nodes' log_throttle_period
 
 
+def assert_reported_once(harness, text, level, log_before, recovered, failure):
+    """The fault is on /diagnostics at ``level`` or worse, the node lives, ``recovered()``
+    (the next good frame is processed), and the log names it once (throttled)."""
+    status = harness.status_with(text)
+    assert status is not None, f"/diagnostics never named '{text}'\n{harness.proc.log_tail()}"
+    assert status.level in (WARN, ERROR) and status.level >= level
+    assert harness.proc.alive()
+    assert recovered(), failure
+    new_log = harness.proc.log_tail(10_000_000)[log_before:]
+    assert new_log.count(text) == 1, f"expected one throttled log line for '{text}'\n{new_log}"
+
+
 def check_case(harness, make, text, level):
     time.sleep(THROTTLE_S)  # a fault of the same shape in the previous case is no longer throttled
     log_before = len(harness.proc.log_tail(10_000_000))
     for _ in range(3):
         harness.player.publish(make())
         time.sleep(0.05)
-    status = harness.status_with(text)
-    assert status is not None, f"/diagnostics never named '{text}'\n{harness.proc.log_tail()}"
-    assert status.level in (WARN, ERROR) and status.level >= level
-    assert harness.proc.alive()
-    assert harness.good_frame_processed(), "the next good frame was not processed"
-    new_log = harness.proc.log_tail(10_000_000)[log_before:]
-    assert new_log.count(text) == 1, f"expected one throttled log line for '{text}'\n{new_log}"
+    assert_reported_once(harness, text, level, log_before, harness.good_frame_processed,
+                         "the next good frame was not processed")
 
 
 @pytest.mark.parametrize("case", RAW_CASES)
@@ -266,13 +273,8 @@ def check_depth_case(harness, make, text, level=WARN):
         result = harness.publish_rgbd(depth, info)
         assert result is not None, f"the colour frame was not published\n{harness.proc.log_tail()}"
         assert depth is None or not any(i.has_3d for i in result.instances)
-    status = harness.status_with(text)
-    assert status is not None, f"/diagnostics never named '{text}'\n{harness.proc.log_tail()}"
-    assert status.level in (WARN, ERROR) and status.level >= level
-    assert harness.proc.alive()
-    assert harness.good_rgbd_frame_processed(), "the next good colour + depth frame was not processed with 3D"
-    new_log = harness.proc.log_tail(10_000_000)[log_before:]
-    assert new_log.count(text) == 1, f"expected one throttled log line for '{text}'\n{new_log}"
+    assert_reported_once(harness, text, level, log_before, harness.good_rgbd_frame_processed,
+                         "the next good colour + depth frame was not processed with 3D")
 
 
 @pytest.mark.parametrize("case", DEPTH_CASES)
