@@ -167,14 +167,28 @@ class MessageBuilder:
         grasp_positions: np.ndarray | None = None,
         grasp_valid: np.ndarray | None = None,
     ) -> tuple[Any, Any]:
-        """The ``instances`` and ``keypoints`` messages for one frame, stamped with its header.
+        """The ``instances`` and ``keypoints`` messages for one frame, stamped with its header
+        (``instance_array`` then ``keypoints_array``, whose docstrings say what each holds)."""
+        instances, model_poses = self.instance_array(detections, header, image_width, image_height, metadata,
+                                                     mask_encoding, instances_3d)
+        return instances, self.keypoints_array(instances, model_poses, grasp, grasp_positions, grasp_valid)
 
-        instances_3d:    3D of the instances (None: no depth, ``has_3d`` false, zeros).
-        grasp:           (N, 3, 3) grasp keypoints (``core.grasp``) to publish as keypoint set
-                         "grasp" after the model's set; None publishes none.
-        grasp_positions, grasp_valid: their 3D positions (N, 3, 3) and validity (N, 3).
-        ``keypoints`` holds the "model" poses of all instances (models with keypoints),
-        then the "grasp" poses, each in instance order.
+    def instance_array(
+        self,
+        detections: Detections,
+        header: Any,
+        image_width: int,
+        image_height: int,
+        metadata: ModelMetadata,
+        mask_encoding: str = COCO_RLE,
+        instances_3d: Instances3D | None = None,
+    ) -> tuple[Any, list[Any]]:
+        """The ``instances`` message of one frame, and the "model" poses of its instances
+        (models with keypoints; they share the instances' keypoint messages) for
+        ``keypoints_array``. Separate, so the node can publish ``instances`` before the
+        grasp points, which go to ``keypoints`` only, are computed.
+
+        instances_3d: 3D of the instances (None: no depth, ``has_3d`` false, zeros).
         """
         names = metadata.class_names
         has_kpts = detections.keypoints.shape[1] > 0 if detections.keypoints.ndim == 3 else False
@@ -200,18 +214,37 @@ class MessageBuilder:
                 poses.append(self._pose_kp(instance_id=inst.id, instance_index=i, class_id=class_id, score=inst.score,
                                            keypoint_set=MODEL_KEYPOINT_SET, keypoints=kps))
             instances.append(inst)
+        return self._inst_array(header=header, instances=instances, image_width=int(image_width),
+                                image_height=int(image_height)), poses
+
+    def keypoints_array(
+        self,
+        instances: Any,
+        model_poses: list[Any],
+        grasp: np.ndarray | None = None,
+        grasp_positions: np.ndarray | None = None,
+        grasp_valid: np.ndarray | None = None,
+    ) -> Any:
+        """The ``keypoints`` message of the frame whose ``instances`` message (header, image
+        size, instance ids and scores) and "model" poses ``instance_array`` built: those
+        poses, then the "grasp" poses, each in instance order.
+
+        grasp:           (N, 3, 3) grasp keypoints (``core.grasp``) to publish as keypoint set
+                         "grasp"; None publishes none.
+        grasp_positions, grasp_valid: their 3D positions (N, 3, 3) and validity (N, 3).
+        """
+        poses = list(model_poses)
         if grasp is not None:
             with_3d = (grasp_positions is not None and grasp_valid is not None
                        and grasp_positions.shape[:2] == grasp.shape[:2])
-            for i, inst in enumerate(instances):
+            for i, inst in enumerate(instances.instances):
                 poses.append(self._pose_kp(
                     instance_id=inst.id, instance_index=i, class_id=inst.class_id, score=inst.score,
                     keypoint_set=GRASP_KEYPOINT_SET,
                     keypoints=self.keypoints(grasp[i], grasp_positions[i] if with_3d else None,
                                              grasp_valid[i] if with_3d else None)))
-        size = {"image_width": int(image_width), "image_height": int(image_height)}
-        return (self._inst_array(header=header, instances=instances, **size),
-                self._pose_array(header=header, poses=poses, **size))
+        return self._pose_array(header=instances.header, poses=poses, image_width=instances.image_width,
+                                image_height=instances.image_height)
 
     def model_info(self, metadata: ModelMetadata, backend: str, device: str, precision: str, model_path: str,
                    header: Any) -> Any:

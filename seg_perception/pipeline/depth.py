@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Generic, Mapping, NamedTuple, Sequence, TypeVar
 
 import numpy as np
@@ -207,7 +207,7 @@ class Frame3D:
 def frame_3d(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrinsics,
              image_size: tuple[int, int], params: Depth3DParams,
              grasp_keypoints: np.ndarray | None = None) -> Frame3D:
-    """3D of every instance and of its grasp keypoints from registered depth (metres).
+    """3D of every instance and of its grasp keypoints (when given) from registered depth (metres).
 
     image_size: (height, width) of the colour image. Raises ``DepthSizeError`` when the
     depth cannot be registered to it (a different aspect ratio). The depth is matched
@@ -216,13 +216,20 @@ def frame_3d(detections: Detections, depth: np.ndarray, intrinsics: CameraIntrin
     matched = match_depth_to_image(depth, int(image_size[0]), int(image_size[1]))
     inst = instances_3d(detections, matched, intrinsics, image_size=image_size, params=params)
     n = len(detections)
-    if grasp_keypoints is None or n == 0:
-        g, gv = np.full((n, 0, 3), np.nan, np.float32), np.zeros((n, 0), bool)
-    else:
-        g, gv = keypoints_3d(grasp_keypoints, matched, intrinsics, detections.masks, params)
-        gv &= at_object_depth(g, inst)
-        g[~gv] = np.nan
-    return Frame3D(inst, g, gv, matched, params)
+    no_grasp = Frame3D(inst, np.full((n, 0, 3), np.nan, np.float32), np.zeros((n, 0), bool), matched, params)
+    return with_grasp_3d(no_grasp, detections, grasp_keypoints, intrinsics)
+
+
+def with_grasp_3d(frame3d: Frame3D, detections: Detections, grasp_keypoints: np.ndarray | None,
+                  intrinsics: CameraIntrinsics) -> Frame3D:
+    """``frame3d`` with the 3D of the instances' grasp keypoints (``frame_3d``'s depth);
+    unchanged for None. Grasp points off their object's depth are not trusted (``at_object_depth``)."""
+    if grasp_keypoints is None or len(detections) == 0:
+        return frame3d
+    g, gv = keypoints_3d(grasp_keypoints, frame3d.depth, intrinsics, detections.masks, frame3d.params)
+    gv &= at_object_depth(g, frame3d.instances)
+    g[~gv] = np.nan
+    return replace(frame3d, grasp=g, grasp_valid=gv)
 
 
 def at_object_depth(points: np.ndarray, inst: Instances3D, margin: float = 0.02) -> np.ndarray:

@@ -10,8 +10,10 @@ One processor per camera stream: it owns that stream's tracker, depth pairing an
 frame-time parameters. It borrows the model (``SegmentationPipeline``, the backend
 with its pre- and post-processing), which several cameras may share, and never closes
 it. The network (``forward``) is separate from the per-frame work after it
-(``detect``, ``add_3d``), so a caller may run one frame's network while another
-frame is finished, or batch the networks of several cameras.
+(``detect``, ``add_3d``, ``add_grasp``), so a caller may run one frame's network while
+another frame is finished, or batch the networks of several cameras; and the grasp
+points, which only the keypoints output carries, come last, so the node publishes
+``instances`` before computing them.
 No ROS here: parameters come in as the ``{name: value}`` dict of ``seg_perception.params``.
 """
 
@@ -27,7 +29,7 @@ from seg_perception.core.grasp import grasp_keypoints
 from seg_perception.core.postprocess import PostprocessParams
 from seg_perception.core.tracking import TrackerParams
 from seg_perception.core.types import Detections
-from seg_perception.pipeline.depth import DepthPairing, Frame3D, depth3d_params_from, frame_3d
+from seg_perception.pipeline.depth import DepthPairing, Frame3D, depth3d_params_from, frame_3d, with_grasp_3d
 from seg_perception.pipeline.segmentation import SegmentationPipeline, postprocess_params_from
 from seg_perception.pipeline.tracking import TrackingStage, tracker_params_from
 
@@ -174,14 +176,23 @@ class FrameProcessor:
         return results
 
     def detect(self, inferred: Inferred, stamp_ns: int) -> ProcessedFrame:
-        """Post-processing, tracking (publish rule) and grasp keypoints of one frame, in stamp order."""
-        values = self.values
+        """Post-processing and tracking (publish rule) of one frame, in stamp order; no
+        grasp points yet (``add_grasp``)."""
         detections = inferred.model.decode(inferred.raw, inferred.image_size, self.postprocess)
         tracking = self.tracking
         if tracking is not None:
-            detections = tracking.update(detections, stamp_ns, inferred.image_size, values["score_threshold"])
-        grasp = grasp_keypoints(detections.masks).keypoints if values["publish_grasp_keypoints"] else None
-        return ProcessedFrame(detections, grasp, inferred.image_size, tracking=tracking is not None)
+            detections = tracking.update(detections, stamp_ns, inferred.image_size, self.values["score_threshold"])
+        return ProcessedFrame(detections, None, inferred.image_size, tracking=tracking is not None)
+
+    def add_grasp(self, result: ProcessedFrame) -> ProcessedFrame:
+        """``result`` with its grasp keypoints when they are published (``publish_grasp_keypoints``),
+        and their 3D when it has 3D (after ``add_3d``)."""
+        if result.grasp is not None or not self.values["publish_grasp_keypoints"]:
+            return result
+        result.grasp = grasp_keypoints(result.detections.masks).keypoints
+        if result.frame3d is not None and result.intrinsics is not None:
+            result.frame3d = with_grasp_3d(result.frame3d, result.detections, result.grasp, result.intrinsics)
+        return result
 
     def pair_depth(self, stamp_ns: int, received: float, early: tuple[int, Any] | None = None) -> Any:
         """The depth (any payload ``self.depth`` buffers) paired with the frame of
@@ -233,11 +244,11 @@ class FrameProcessor:
     def process(self, rgb: np.ndarray, stamp_ns: int, depth: np.ndarray | None = None,
                 intrinsics: CameraIntrinsics | None = None) -> ProcessedFrame:
         """The whole path for one frame: ``forward``, ``detect``, ``add_3d`` (depth in metres,
-        registered to ``rgb``). Frames go in stamp order (tracking)."""
+        registered to ``rgb``), ``add_grasp``. Frames go in stamp order (tracking)."""
         inferred = self.forward(rgb)
         if inferred is None:
             raise RuntimeError("FrameProcessor.process needs a model: attach one first")
-        return self.add_3d(self.detect(inferred, stamp_ns), depth, intrinsics)
+        return self.add_grasp(self.add_3d(self.detect(inferred, stamp_ns), depth, intrinsics))
 
     def diagnostics(self) -> dict[str, str]:
         """This stream's entries of the node's /diagnostics status."""

@@ -308,7 +308,8 @@ class SegPerceptionNode(LifecycleNode):
         return frames
 
     def _finish(self, frame: _InferredFrame) -> None:
-        """Outputs thread: one camera's frame processor result for this frame, published."""
+        """Outputs thread: one camera's frame processor result for this frame, published;
+        ``instances`` first, then the grasp points (only ``keypoints`` carries them) and the rest."""
         camera, times = frame.camera, frame.times
         t0 = time.perf_counter()
         stamp = stamp_ns(frame.header.stamp)
@@ -320,11 +321,16 @@ class SegPerceptionNode(LifecycleNode):
         intrinsics = camera.inputs.intrinsics(width, height)  # after the pairing: its camera_info may come with it
         result = camera.processor.add_3d(result, depth_msg, intrinsics, lambda msg: self._depth_to_metres(camera, msg))
         t3 = time.perf_counter()
-        camera.outputs.publish(frame.inferred.model.metadata, frame.header, frame.rgb, result, times)
-        times.update({"postprocess": t1 - t0, "depth_wait": t2 - t1, "tracking_3d": t3 - t2})
+        md = frame.inferred.model.metadata
+        built = camera.outputs.publish_instances(md, frame.header, result, times)
+        camera.latency.add(time.monotonic() - frame.received)  # the node's latency: to instances
+        t4 = time.perf_counter()
+        result = camera.processor.add_grasp(result)
+        t5 = time.perf_counter()
+        camera.outputs.publish_rest(md, frame.header, frame.rgb, result, built, times)
+        times.update({"postprocess": t1 - t0, "depth_wait": t2 - t1, "tracking_3d": t3 - t2, "grasp": t5 - t4})
         camera.processed += 1
         camera.output_stats.add()
-        camera.latency.add(time.monotonic() - frame.received)
         for stage, seconds in times.items():
             camera.stages.add(stage, seconds)
         self._problems.clear("inference")

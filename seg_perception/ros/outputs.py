@@ -82,33 +82,37 @@ class OutputPublisher:
                 else node.destroy_publisher(pub)
         self._pubs = {}
 
-    def publish(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
-                times: dict[str, float] | None = None) -> None:
-        """Every output of one frame; the optional ones only while enabled and subscribed.
+    def publish_instances(self, md: ModelMetadata, header: Any, frame: ProcessedFrame,
+                          times: dict[str, float] | None = None) -> tuple[Any, list[Any]]:
+        """``instances`` of one frame, published first (before its grasp points are
+        computed); returns that message and its "model" poses for ``publish_rest``.
         ``times`` receives the seconds spent building messages ("build") and in the
         publishers' ``publish`` calls (serialisation and handing to DDS: "publish")."""
-        started = time.perf_counter()
-        sent = [0.0]
-        try:
-            self._publish(md, header, rgb, frame, _TimedPublishers(self._pubs, sent))
-        finally:
-            if times is not None:
-                times["publish"] = sent[0]
-                times["build"] = time.perf_counter() - started - sent[0]
+        with _Timed(self._pubs, times) as pubs:
+            d3 = frame.frame3d.instances if frame.frame3d is not None else None
+            height, width = frame.image_size
+            instances, model_poses = BUILDER.instance_array(frame.detections, header, width, height, md,
+                                                            self._p("mask_encoding"), instances_3d=d3)
+            pubs["instances"].publish(instances)
+        return instances, model_poses
 
-    def _publish(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
-                 pubs: "_TimedPublishers") -> None:
+    def publish_rest(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
+                     built: tuple[Any, list[Any]], times: dict[str, float] | None = None) -> None:
+        """Every other output of the frame (``built``: what ``publish_instances`` returned);
+        the optional ones only while enabled and subscribed. ``times`` as there, added to."""
+        with _Timed(self._pubs, times) as pubs:
+            self._publish_rest(md, header, rgb, frame, built, pubs)
+
+    def _publish_rest(self, md: ModelMetadata, header: Any, rgb: np.ndarray, frame: ProcessedFrame,
+                      built: tuple[Any, list[Any]], pubs: "_TimedPublishers") -> None:
         p = self._p
         detections, grasp, frame3d, intrinsics = frame.detections, frame.grasp, frame.frame3d, frame.intrinsics
         height, width = rgb.shape[:2]
         d3 = frame3d.instances if frame3d is not None else None
-        instances, keypoints = BUILDER.detections(
-            detections, header, width, height, md, p("mask_encoding"), instances_3d=d3, grasp=grasp,
-            grasp_positions=frame3d.grasp if frame3d is not None else None,
-            grasp_valid=frame3d.grasp_valid if frame3d is not None else None)
-        pubs["instances"].publish(instances)
         if md.num_keypoints or grasp is not None:
-            pubs["keypoints"].publish(keypoints)
+            pubs["keypoints"].publish(BUILDER.keypoints_array(
+                *built, grasp=grasp, grasp_positions=frame3d.grasp if frame3d is not None else None,
+                grasp_valid=frame3d.grasp_valid if frame3d is not None else None))
         if p("publish_debug_image") and pubs["debug_image"].get_subscription_count() > 0:
             overlay = draw_overlay(rgb, detections, md.class_names, md.keypoint_names, md.skeleton,
                                    keypoint_threshold=p("keypoint_score_threshold"),
@@ -151,7 +155,27 @@ class _TimedPublisher:
 
 
 class _TimedPublishers(dict):
-    """The publishers by key, each timed (``OutputPublisher.publish``'s "publish" stage)."""
+    """The publishers by key, each timed (the "publish" stage)."""
 
     def __init__(self, pubs: dict[str, Any], sent: list[float]) -> None:
         super().__init__({k: _TimedPublisher(v, sent) for k, v in pubs.items()})
+
+
+class _Timed:
+    """A block that builds and publishes messages: its seconds in the publishers' calls
+    are added to ``times["publish"]``, the rest to ``times["build"]``."""
+
+    def __init__(self, pubs: dict[str, Any], times: dict[str, float] | None) -> None:
+        self._sent = [0.0]
+        self._pubs = _TimedPublishers(pubs, self._sent)
+        self._times = times
+
+    def __enter__(self) -> _TimedPublishers:
+        self._started = time.perf_counter()
+        return self._pubs
+
+    def __exit__(self, *exc: object) -> None:
+        if self._times is not None:
+            sent = self._sent[0]
+            self._times["publish"] = self._times.get("publish", 0.0) + sent
+            self._times["build"] = self._times.get("build", 0.0) + time.perf_counter() - self._started - sent

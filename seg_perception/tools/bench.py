@@ -110,9 +110,16 @@ def check_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
             need = 0.90 if "resnet50" in run["model_key"] else 0.85
             checks.append({"target": f"node efficiency {run['model_key']} >= {need}", "value": round(eff, 3),
                            "ok": eff >= need})
-            ratio = run["latency"].get("p95_ms", float("inf")) / b["p95_ms"]
-            checks.append({"target": f"node latency p95 <= 1.5 x backend p95 ({run['model_key']})",
-                           "value": round(ratio, 3), "ok": ratio <= 1.5})
+        # Latency against the network alone measured between the node's slices of the same
+        # run, paced at the camera rate (``benchmark.node_e2e``); the tight-loop backend
+        # figure of another minute is a poorer reference on a shared machine.
+        alone = run.get("backend_alone", {}).get("p95_ms")
+        if alone and run["throughput_hz"]:
+            ratio = run["latency"].get("p95_ms", float("inf")) / alone
+            for limit in (1.5, 1.25):
+                checks.append({"target": f"node latency p95 <= {limit} x network-alone p95 ({run['model_key']}, "
+                                         f"{run['camera_rate_hz']:g} Hz)", "value": round(ratio, 3),
+                               "ok": ratio <= limit})
         if run.get("size_ratio_vs_full_frame_mono8"):
             checks.append({"target": f"instances >= 20x smaller than full-frame mono8 ({run['model_key']})",
                            "value": run["size_ratio_vs_full_frame_mono8"],
@@ -208,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
                                  Path(tmp))
                 report["node"].append({"model_key": model.name, **run})
         rows = [{**r, "p50_ms": r["latency"].get("p50_ms"), "p95_ms": r["latency"].get("p95_ms"),
-                 "p99_ms": r["latency"].get("p99_ms")} for r in report["node"]]
+                 "p99_ms": r["latency"].get("p99_ms"), "keypoints_p95_ms": r["keypoints_latency"].get("p95_ms"),
+                 "alone_p50_ms": r["backend_alone"].get("p50_ms"),
+                 "alone_p95_ms": r["backend_alone"].get("p95_ms")} for r in report["node"]]
         for r in report["node"]:
             stages = r.get("stages_ms", {})
             names = [k[:-len("_p50_ms")] for k in stages if k.endswith("_p50_ms")]
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
                           for n in names], ["stage", "p50", "p95"])
         _print_table("node end to end (camera process -> node -> consumer process)", rows,
                      ["model_key", "camera_rate_hz", "node_input_rate_hz", "throughput_hz", "dropped_fraction", "p50_ms",
-                      "p95_ms", "p99_ms", "node_internal_latency_p50_ms", "node_internal_latency_p95_ms",
+                      "p95_ms", "p99_ms", "keypoints_p95_ms", "alone_p50_ms", "alone_p95_ms", "node_internal_latency_p50_ms", "node_internal_latency_p95_ms",
                       "node_cpu_percent", "node_peak_rss_mb", "bytes_per_instances_msg",
                       "size_ratio_vs_full_frame_mono8"])
     if "multicam" in parts:

@@ -88,3 +88,23 @@ def test_principal_axis_of_a_diagonal_bar():
     cx, cy, angle = principal_axis(m)
     assert (cx, cy) == pytest.approx((14.5, 14.5)) and np.degrees(angle) == pytest.approx(45.0)
     assert principal_axis(np.zeros((3, 3), np.uint8)) is None
+
+
+def test_a_frames_masks_marched_together_give_each_masks_own_answer():
+    """The rays of all instances are marched in one packed array: every instance must
+    read its own crop (sizes, offsets and exits differ), including a ring (no grasp
+    points), an empty mask and one-pixel masks between them."""
+    ring = np.zeros((41, 41), np.uint8)
+    yy, xx = np.mgrid[:41, :41]
+    ring[(np.hypot(yy - 20, xx - 20) < 20) & (np.hypot(yy - 20, xx - 20) > 12)] = 1
+    masks = [_rotated_rect(117.3, 96.8, 90.0, 34.0, 30.0), CroppedMask(5, 7, ring),
+             CroppedMask(0, 0, np.zeros((3, 4), np.uint8)), CroppedMask(300, 200, np.ones((1, 1), np.uint8)),
+             _rotated_rect(60.0, 140.0, 200.0, 12.0, -70.0, h=300, w=300), CroppedMask(9, 9, np.ones((2, 7), np.uint8)),
+             _rotated_rect(130.0, 110.0, 40.0, 25.0, 5.0)]
+    together = grasp_keypoints(masks)
+    for i, mask in enumerate(masks):
+        alone = grasp_keypoints([mask])
+        assert np.array_equal(together.keypoints[i], alone.keypoints[0]), i
+        assert together.widths[i] == alone.widths[0] and together.angles[i] == alone.angles[0], i
+    assert together.keypoints[1, 1:, 2].tolist() == [0.0, 0.0] and together.keypoints[2, :, 2].tolist() == [0, 0, 0]
+    assert together.widths[4] == pytest.approx(12.0, abs=0.5)

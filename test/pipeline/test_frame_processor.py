@@ -89,6 +89,27 @@ def test_grasp_points_and_3d_come_with_depth_and_intrinsics(model):
     assert without.process(frame(), 0).grasp is None
 
 
+def test_grasp_points_come_after_the_instances_with_the_same_3d_as_in_one_pass(model):
+    """The node publishes instances before the grasp points (detect, add_3d, publish,
+    add_grasp): the grasp points and their 3D equal those of frame_3d given them at once."""
+    from seg_perception.core.grasp import grasp_keypoints
+    from seg_perception.pipeline.depth import frame_3d
+
+    processor = FrameProcessor(values(tracking_enabled=False, depth_min_points=5))
+    processor.attach(model)
+    depth = np.full((H, W), 1.5, np.float32)
+    result = processor.add_3d(processor.detect(processor.forward(frame()), 0), depth, K)
+    assert result.grasp is None and result.frame3d.grasp.shape == (2, 0, 3)  # instances' 3D, no grasp yet
+    result = processor.add_grasp(result)
+    dets = result.detections
+    grasp = grasp_keypoints(dets.masks).keypoints
+    at_once = frame_3d(dets, depth, K, (H, W), processor.depth_params, grasp)
+    np.testing.assert_array_equal(result.grasp, grasp)
+    np.testing.assert_array_equal(result.frame3d.grasp_valid, at_once.grasp_valid)
+    assert result.frame3d.grasp_valid.any()
+    np.testing.assert_array_equal(result.frame3d.grasp, at_once.grasp)
+
+
 @pytest.mark.parametrize("depth, intrinsics, says", [
     (np.full((H, W), np.nan, np.float32), K, "has no valid readings"),
     (np.full((H, H), 1.5, np.float32), K, "does not fit the colour image"),

@@ -30,6 +30,10 @@ def test_smoke_run_writes_a_complete_report_and_chart(tmp_path, hsr_bag, ros_dom
     assert node["processed"] > 0 and node["latency"]["p50_ms"] > 0 and node["node_peak_rss_mb"] > 0
     assert node["bytes_per_instances_msg"] > 0
     assert node["stages_ms"]["network_p50_ms"] > 0 and "publish_p95_ms" in node["stages_ms"]
+    assert "grasp_p50_ms" in node["stages_ms"] and node["keypoints_latency"]["n"] > 0
+    # the network alone, between the node's slices of the same run, is the latency reference
+    assert node["rounds"] >= 1 and 0 < node["backend_alone"]["p50_ms"] <= node["backend_alone"]["p95_ms"]
+    assert any("network-alone p95" in t["target"] for t in report["targets"])
     assert {r["contender"].split(" ")[0] for r in report["peers"]} >= {"maskrcnn_resnet50_fpn", "keypointrcnn_resnet50_fpn"}
     assert [r["instances"] for r in report["post"]] == [1, 20]
     assert all({"target", "value", "ok"} <= set(t) for t in report["targets"])
