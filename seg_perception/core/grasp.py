@@ -76,19 +76,18 @@ class _PackedMasks:
     """Several crops' foregrounds in one flat array, so that the rays of every instance of
     a frame are marched by one set of numpy calls: a frame's cost is then a few calls,
     not a few per instance (numpy's per-call overhead, not the march, is what a frame of
-    4-5 masks spends its time on). Ray ``r`` belongs to crop ``owner[r]``."""
+    4-5 masks spends its time on)."""
 
-    def __init__(self, fgs: Sequence[np.ndarray], owner: np.ndarray) -> None:
-        heights = np.array([f.shape[0] for f in fgs], np.int64)
-        widths = np.array([f.shape[1] for f in fgs], np.int64)
-        offsets = np.concatenate([[0], np.cumsum(heights * widths)[:-1]]).astype(np.int64)
+    def __init__(self, fgs: Sequence[np.ndarray]) -> None:
+        self.h = np.array([f.shape[0] for f in fgs], np.int64)
+        self.w = np.array([f.shape[1] for f in fgs], np.int64)
+        self.off = np.concatenate([[0], np.cumsum(self.h * self.w)[:-1]]).astype(np.int64)
         self.flat = np.concatenate([f.reshape(-1) for f in fgs]) if fgs else np.zeros(0, bool)
-        self.h, self.w, self.off = (a[owner][:, None] for a in (heights, widths, offsets))
-        self.diagonal = float(np.hypot(heights, widths).max()) if fgs else 0.0
+        self.diagonal = float(np.hypot(self.h, self.w).max()) if fgs else 0.0
 
-    def inside(self, x: np.ndarray, y: np.ndarray, rays: np.ndarray) -> np.ndarray:
-        """Whether sub-pixel points (R, S) (crop pixels; row r on ray ``rays[r]``, in its
-        crop) lie inside the mask's outline.
+    def inside(self, x: np.ndarray, y: np.ndarray, crops: np.ndarray) -> np.ndarray:
+        """Whether sub-pixel points (R, S) (crop pixels; row r in crop ``crops[r]``) lie
+        inside that mask's outline.
 
         The outline is the 0.5 level set of the bilinear interpolation of the 0/1 pixels
         (pixels are samples at their centres, outside the crop is 0). A staircase
@@ -99,7 +98,8 @@ class _PackedMasks:
         x0 = np.floor(x).astype(np.int64)
         y0 = np.floor(y).astype(np.int64)
         fx, fy = x - x0, y - y0
-        h, w, off, flat = self.h[rays], self.w[rays], self.off[rays], self.flat
+        h, w, off = (a[crops][:, None] for a in (self.h, self.w, self.off))
+        flat = self.flat
 
         def at(yi: np.ndarray, xi: np.ndarray) -> np.ndarray:
             ok = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
@@ -111,9 +111,9 @@ class _PackedMasks:
              + at(y0 + 1, x0) * (1 - fx) * fy + at(y0 + 1, x0 + 1) * fx * fy)
         return v >= 0.5
 
-    def exit_distances(self, cx: np.ndarray, cy: np.ndarray, dirs: np.ndarray) -> np.ndarray:
+    def exit_distances(self, cx: np.ndarray, cy: np.ndarray, dirs: np.ndarray, crops: np.ndarray) -> np.ndarray:
         """Distance (pixels) from (cx, cy) (R,) along each unit direction (R, 2) to where
-        the ray first leaves its mask's outline (see ``inside``)."""
+        the ray first leaves the outline of its mask, ``crops`` (R,) (see ``inside``)."""
         cx, cy = cx[:, None], cy[:, None]
         t = np.arange(0.0, self.diagonal + 2.0, _STEP)  # leaves the largest crop: every ray ends outside
         # March in growing chunks, each only for the rays still inside: most rays leave
@@ -123,7 +123,7 @@ class _PackedMasks:
         while len(todo) and start < len(t):
             ts = t[start:start + size]
             outside = ~self.inside(cx[todo] + dirs[todo, :1] * ts[None, :], cy[todo] + dirs[todo, 1:] * ts[None, :],
-                                   todo)
+                                   crops[todo])
             hit = outside.any(axis=1)
             k[todo[hit]] = start + np.argmax(outside[hit], axis=1)
             todo, start, size = todo[~hit], start + size, size * 2
@@ -131,7 +131,7 @@ class _PackedMasks:
         rows = np.arange(len(dirs))
         for n in _REFINE:  # march again, finer, between the last inside and the first outside sample
             ts = lo[:, None] + (hi - lo)[:, None] * (np.arange(1, n + 1) / n)[None, :]  # the last one is hi
-            j = np.argmax(~self.inside(cx + dirs[:, :1] * ts, cy + dirs[:, 1:] * ts, rows), axis=1)
+            j = np.argmax(~self.inside(cx + dirs[:, :1] * ts, cy + dirs[:, 1:] * ts, crops), axis=1)
             lo, hi = np.where(j > 0, ts[rows, j - 1], lo), ts[rows, j]
         return (lo + hi) / 2
 
@@ -161,15 +161,16 @@ def grasp_keypoints(masks: Sequence[CroppedMask]) -> GraspKeypoints:
     if not found:
         return GraspKeypoints(kps, widths, angles)
     cx, cy, theta = (np.array(v, np.float64) for v in zip(*axes))
+    packed = _PackedMasks(fgs)
     own = np.arange(len(found))
-    on_mask = _PackedMasks(fgs, own).inside(cx[:, None], cy[:, None], own)[:, 0]
+    on_mask = packed.inside(cx[:, None], cy[:, None], own)[:, 0]
     if on_mask.any():  # grasp points only where the centroid lies on the mask (not a ring's hole)
         own = own[on_mask]
         normal = np.stack([-np.sin(theta[own]), np.cos(theta[own])], axis=1)
         rays = np.repeat(own, 2)  # two rays per instance: along +normal and -normal
         dirs = np.empty((len(rays), 2))
         dirs[0::2], dirs[1::2] = normal, -normal
-        d = _PackedMasks(fgs, rays).exit_distances(cx[rays], cy[rays], dirs).reshape(-1, 2)
+        d = packed.exit_distances(cx[rays], cy[rays], dirs, rays).reshape(-1, 2)
         for (da, db), nrm, j in zip(d, normal, own):
             i, m, c = found[j], masks[found[j]], np.array([cx[j], cy[j]])
             pa, pb = c + da * nrm, c - db * nrm
