@@ -324,18 +324,14 @@ def assemble_masks(
     coeffs = np.asarray(coeffs, dtype=np.float32)
     protos = np.asarray(protos, dtype=np.float32)
     hp, wp = protos.shape[:2]
-    col_lo, col_hi, col_w = _bilinear_taps(image_width, wp)
-    row_lo, row_hi, row_w = _bilinear_taps(image_height, hp)
+    resample = _RegionResampler(image_width, image_height, hp, wp)
+    (row_lo, row_hi, _), (col_lo, col_hi, _) = resample.rows, resample.cols
     c0s, c1s, r0s, r1s = proto_crop_windows(boxes, hp, wp, padding)
     # Source pixels whose taps touch the window: hi >= first kept and lo < end (taps are monotonic).
     x0s = np.searchsorted(col_hi, c0s, side="left")
     x1s = np.searchsorted(col_lo, c1s, side="left")
     y0s = np.searchsorted(row_hi, r0s, side="left")
     y1s = np.searchsorted(row_lo, r1s, side="left")
-    # Whole-image interpolation matrices, built once: a detection's resampling is the
-    # block (its region's rows) x (its window's columns); taps outside the window fall
-    # on cropped-away (zero) prototype pixels, so dropping those columns is the crop.
-    interp_x = interp_y = None
     masks: list[CroppedMask] = []
     for i, coeff in enumerate(coeffs):
         c0, c1, r0, r1 = int(c0s[i]), int(c1s[i]), int(r0s[i]), int(r1s[i])
@@ -344,16 +340,7 @@ def assemble_masks(
             masks.append(CroppedMask(min(x0, image_width - 1), min(y0, image_height - 1), np.zeros((1, 1), np.uint8)))
             continue
         prob = _sigmoid(protos[r0:r1, c0:c1] @ coeff).astype(np.float32, copy=False)
-        if (y1 - y0) * (x1 - x0) >= _GATHER_MIN_PIXELS:
-            padded = np.zeros((r1 - r0 + 2, c1 - c0 + 2), np.float32)  # zero ring = cropped neighbours
-            padded[1:-1, 1:-1] = prob
-            region = _gather_resample(padded, row_lo[y0:y1] - (r0 - 1), row_hi[y0:y1] - (r0 - 1), row_w[y0:y1],
-                                      col_lo[x0:x1] - (c0 - 1), col_hi[x0:x1] - (c0 - 1), col_w[x0:x1])
-        else:
-            if interp_x is None:
-                interp_x = _interp_matrix(col_lo, col_hi, col_w, wp)
-                interp_y = _interp_matrix(row_lo, row_hi, row_w, hp)
-            region = _matrix_resample(prob, interp_y[y0:y1, r0:r1], interp_x[x0:x1, c0:c1])
+        region = resample(prob, r0, c0, (x0, y0, x1, y1), cropped=True)
         masks.append(CroppedMask(x0, y0, (region > mask_threshold).view(np.uint8)))
     return masks
 
@@ -375,26 +362,54 @@ def assemble_box_region_masks(
     coeffs = np.asarray(coeffs, dtype=np.float32)
     protos = np.asarray(protos, dtype=np.float32)
     hp, wp = protos.shape[:2]
-    col_lo, col_hi, col_w = _bilinear_taps(image_width, wp)
-    row_lo, row_hi, row_w = _bilinear_taps(image_height, hp)
+    resample = _RegionResampler(image_width, image_height, hp, wp)
+    (row_lo, row_hi, _), (col_lo, col_hi, _) = resample.rows, resample.cols
     regions = mask_regions(boxes, image_width, image_height)
-    interp_x = interp_y = None
     masks: list[CroppedMask] = []
     for coeff, (x0, y0, x1, y1) in zip(coeffs, regions):
         # The prototype window is exactly the taps the region needs.
         c0, c1 = int(col_lo[x0]), int(col_hi[x1 - 1]) + 1
         r0, r1 = int(row_lo[y0]), int(row_hi[y1 - 1]) + 1
         prob = _sigmoid(protos[r0:r1, c0:c1] @ coeff).astype(np.float32, copy=False)
-        if (y1 - y0) * (x1 - x0) >= _GATHER_MIN_PIXELS:
-            region = _gather_resample(prob, row_lo[y0:y1] - r0, row_hi[y0:y1] - r0, row_w[y0:y1],
-                                      col_lo[x0:x1] - c0, col_hi[x0:x1] - c0, col_w[x0:x1])
-        else:
-            if interp_x is None:
-                interp_x = _interp_matrix(col_lo, col_hi, col_w, wp)
-                interp_y = _interp_matrix(row_lo, row_hi, row_w, hp)
-            region = _matrix_resample(prob, interp_y[y0:y1, r0:r1], interp_x[x0:x1, c0:c1])
+        region = resample(prob, r0, c0, (x0, y0, x1, y1))
         masks.append(CroppedMask(int(x0), int(y0), (region > mask_threshold).view(np.uint8)))
     return masks
+
+
+class _RegionResampler:
+    """The whole-image bilinear resize of an (hp, wp) prototype map to the source image
+    (``_bilinear_taps``), evaluated one region at a time from a window of the map: by
+    gathers for large regions, by blocks of the whole-image interpolation matrices
+    (built once, on first need) for small ones."""
+
+    def __init__(self, image_width: int, image_height: int, hp: int, wp: int) -> None:
+        self.rows = _bilinear_taps(image_height, hp)
+        self.cols = _bilinear_taps(image_width, wp)
+        self._size = (hp, wp)
+        self._interp: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, prob: np.ndarray, r0: int, c0: int, region: tuple[int, int, int, int],
+                 cropped: bool = False) -> np.ndarray:
+        """``prob``, the map's window from row ``r0`` and column ``c0``, resampled onto the
+        source pixels ``region`` (x0, y0, x1, y1). ``cropped``: the map is zero outside the
+        window, and the region's taps may fall there."""
+        x0, y0, x1, y1 = region
+        (row_lo, row_hi, row_w), (col_lo, col_hi, col_w) = self.rows, self.cols
+        if (y1 - y0) * (x1 - x0) >= _GATHER_MIN_PIXELS:
+            if cropped:  # gathers read a ring of zeros around the window: the cropped neighbours
+                padded = np.zeros((prob.shape[0] + 2, prob.shape[1] + 2), np.float32)
+                padded[1:-1, 1:-1] = prob
+                prob, r0, c0 = padded, r0 - 1, c0 - 1
+            return _gather_resample(prob, row_lo[y0:y1] - r0, row_hi[y0:y1] - r0, row_w[y0:y1],
+                                    col_lo[x0:x1] - c0, col_hi[x0:x1] - c0, col_w[x0:x1])
+        # A region's resampling is the block (its rows) x (the window's columns) of the
+        # whole-image matrices: taps outside the window meet zeros, so dropping them is the crop.
+        if self._interp is None:
+            hp, wp = self._size
+            self._interp = (_interp_matrix(row_lo, row_hi, row_w, hp), _interp_matrix(col_lo, col_hi, col_w, wp))
+        interp_y, interp_x = self._interp
+        r1, c1 = r0 + prob.shape[0], c0 + prob.shape[1]
+        return _matrix_resample(prob, interp_y[y0:y1, r0:r1], interp_x[x0:x1, c0:c1])
 
 
 # Output regions larger than this (pixels) are resampled by gathers, smaller ones by
