@@ -68,7 +68,7 @@ def test_frames_lost_in_transport_are_counted_and_reported_with_the_fix(tmp_path
         got = []
         listener.node.create_subscription(DiagnosticArray, "/diagnostics", got.append, 10)
         sent = 0
-        for _ in range(2):  # on a loaded machine a run may get fewer than two frames through: once more
+        for _ in range(4):  # a run may get fewer than two frames through (one CI run: 1 of 240 in two runs): again
             camera = subprocess.run([sys.executable, "-c", CAMERA], env=env, capture_output=True, text=True,
                                     timeout=90)
             assert f"sent {FRAMES}" in camera.stdout, camera.stderr
