@@ -62,8 +62,6 @@ def camera_main(argv: list[str] | None = None) -> int:
     frames = [deserialize_message(f.raw, Image) for f in read_images(args.bag)
               if f.msgtype == "sensor_msgs/msg/Image"]
     rclpy.init()
-    stop: list[int] = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))  # the bench ends the camera early
     node = rclpy.create_node("bench_camera")
     pubs = [node.create_publisher(Image, topic, 5) for topic in args.topic]
     deadline = time.monotonic() + 30
@@ -73,7 +71,8 @@ def camera_main(argv: list[str] | None = None) -> int:
     start = next_t = time.monotonic()
     i = 0
     step = 1.0 / args.rate / len(pubs)
-    while time.monotonic() - start < args.duration and not stop:
+    reported = start
+    while time.monotonic() - start < args.duration:
         frame = frames[(i // len(pubs)) % len(frames)]
         frame.header.stamp = node.get_clock().now().to_msg()
         pubs[i % len(pubs)].publish(frame)
@@ -82,6 +81,9 @@ def camera_main(argv: list[str] | None = None) -> int:
         now = time.monotonic()
         if now - next_t > step:  # resumed after a pause (SIGSTOP): go on at the rate, no burst
             next_t = now
+        if now - reported >= 1.0:  # the count so far, for a bench that kills the camera when done
+            print(f"published {i}", flush=True)
+            reported = now
         time.sleep(max(0.0, next_t - now))
     print(f"published {i}", flush=True)
     node.destroy_node()
@@ -169,7 +171,7 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
     cpu = 0.0
     try:
         info = consumer.wait_for_node(node, timeout=120)
-        camera_s = warmup_s + rounds * (slice_s * 2 + 2.0) + 30.0  # ended by SIGTERM once measured
+        camera_s = warmup_s + rounds * (slice_s * 2 + 2.0) + 30.0  # killed once measured
         camera = subprocess.Popen([sys.executable, "-m", "seg_perception.benchmark.node_e2e", "--bag", str(bag),
                                    "--topic", topic, "--rate", str(rate_hz), "--duration", str(camera_s)],
                                   stdout=subprocess.PIPE, text=True, env=os.environ.copy())
@@ -198,14 +200,14 @@ def bench_node(model_path: Path, bag: Path, rate_hz: float, duration_s: float, t
         node_seconds = sum(slices)
         # Frames the node received per second of its slices (the first one is the counters' baseline).
         node_view["input_rate_hz"] = ((received[-1] - received[0]) / sum(slices[1:])) if rounds > 1 else float("nan")
-        camera.send_signal(signal.SIGTERM)
         with consumer._cond:
             msgs = list(consumer.received.instances)
             arrivals = list(consumer.received.arrival_ns.get("instances", []))
             kp_latencies = [t - stamp_ns(m.header.stamp) for m, t in
                             zip(consumer.received.keypoints, consumer.received.arrival_ns.get("keypoints", []))]
+        camera.kill()  # a graceful rclpy shutdown can hang; what it published it has said each second
         camera.wait(timeout=60)
-        published = int(camera.stdout.read().split()[-1])  # "published N"
+        published = int(camera.stdout.read().split()[-1])  # the last "published N"
         peak_rss = _peak_rss_bytes(node.proc.pid)
     finally:
         if camera is not None and camera.poll() is None:
